@@ -1,0 +1,531 @@
+"""The cleaning engine: one raw file in, typed Parquet plus rejected rows out, on local disk.
+
+DuckDB does the work. For CSV its reader parses and types in parallel and streams, so memory
+stays bounded whatever the file size, and `store_rejects` keeps every row it cannot parse (wrong
+field count, bad value, bad encoding, oversized line) with its line and raw text, where pyarrow
+would stop at the first bad value and pandas would pad silently. One COPY writes the good rows and
+the rows that break the contract (nulls in non-nullable columns) to separate files in one pass.
+JSON Lines and Parquet inputs are typed with `try_cast`, so one bad value rejects a row, never
+the file.
+
+Nothing here knows about Dagster or object storage: `clean_file` reads a local file and writes
+into a local staging folder; the asset publishes the staged files. Raises `CleanError` when the
+file cannot be read at all (empty, not text, wrong header, undecodable); row-level problems never
+raise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import dataclasses
+import gzip
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from .contracts import Column, Contract, contract_type_from_duckdb, normalize_names
+
+REJECTED_SCHEMA = (
+    ("source_key", "VARCHAR"),
+    ("line", "BIGINT"),
+    ("error_type", "VARCHAR"),
+    ("column_name", "VARCHAR"),
+    ("reason", "VARCHAR"),
+    ("raw", "VARCHAR"),
+)
+
+
+class CleanError(Exception):
+    """The raw file cannot be processed at all; the message says why, for a person."""
+
+
+@dataclasses.dataclass
+class StagedFile:
+    """A staged Parquet file and the hive sub-folder (`"" ` or `col=value`) it belongs in."""
+
+    path: Path
+    subdir: str
+    rows: int
+
+
+@dataclasses.dataclass
+class CleanResult:
+    rows_in: int
+    rows_written: int
+    rows_rejected: int
+    parse_rejects: int
+    contract_rejects: int
+    files: list[StagedFile]
+    rejected_file: Path | None
+    columns: tuple[Column, ...]
+    column_mapping: dict[str, str]  # source header -> cleaned column name
+    extra_columns: list[str]
+    missing_columns: list[str]
+    bytes_in: int
+    seconds: float
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "rows_written": self.rows_written,
+            "rows_rejected": self.rows_rejected,
+            "parse_rejects": self.parse_rejects,
+            "contract_rejects": self.contract_rejects,
+            "bytes_in": self.bytes_in,
+            "seconds": round(self.seconds, 3),
+            "column_mapping": self.column_mapping,
+            "extra_columns": self.extra_columns,
+            "missing_columns": self.missing_columns,
+        }
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _compression(path: Path, contract: Contract) -> str:
+    comp = contract.format.compression
+    if comp == "auto":
+        return "gzip" if path.name.lower().endswith(".gz") else "none"
+    return comp
+
+
+def _connect(scratch: Path, *, memory_limit: str, threads: int | None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit={_lit(memory_limit)}")
+    con.execute(f"SET temp_directory={_lit(str(scratch / 'duckdb_tmp'))}")
+    con.execute("SET TimeZone='UTC'")
+    if threads:
+        con.execute(f"SET threads={int(threads)}")
+    return con
+
+
+def _sniff_text(path: Path, compression: str, contract: Contract) -> bytes:
+    """Return the first bytes of the file (decompressed); raise CleanError if empty or binary."""
+    if path.stat().st_size == 0:
+        raise CleanError("the file is empty (0 bytes)")
+    try:
+        if compression == "gzip":
+            with gzip.open(path, "rb") as f:
+                head = f.read(65536)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(65536)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise CleanError(f"cannot read the file as {compression}: {e}") from None
+    if not head:
+        raise CleanError("the file is empty after decompression")
+    if b"\x00" in head and contract.format.encoding.lower().replace("-", "") not in ("utf16",):
+        raise CleanError(
+            f"the file is not {contract.format.type.upper()} text: it contains NUL bytes "
+            "(a binary file with the wrong extension?)"
+        )
+    return head
+
+
+def read_header(path: Path, contract: Contract) -> list[str]:
+    """Return the raw header fields of a CSV file; raises CleanError when unreadable."""
+    fmt = contract.format
+    compression = _compression(path, contract)
+    _sniff_text(path, compression, contract)
+    opener = gzip.open if compression == "gzip" else open
+    try:
+        with opener(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding=fmt.encoding, errors="strict", newline="")
+            reader = csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote,
+                                doublequote=fmt.escape == fmt.quote,
+                                escapechar=None if fmt.escape == fmt.quote else fmt.escape)
+            csv.field_size_limit(fmt.max_line_bytes)
+            header = next(reader, None)
+    except UnicodeDecodeError as e:
+        raise CleanError(f"the header is not valid {fmt.encoding}: {e}") from None
+    except csv.Error as e:
+        raise CleanError(f"cannot parse the header line: {e}") from None
+    if not header or all(not h.strip() for h in header):
+        raise CleanError("the first line (header) is empty")
+    return header
+
+
+def infer_columns(path: Path, contract: Contract, scratch: Path) -> tuple[Column, ...]:
+    """Infer typed, normalized columns from a sample file (what a Glue crawler would do).
+
+    Every inferred column is nullable; `source` keeps the original header name.
+    """
+    fmt = contract.format
+    compression = _compression(path, contract)
+    _sniff_text(path, compression, contract)
+    scratch.mkdir(parents=True, exist_ok=True)
+    con = _connect(scratch, memory_limit="512MB", threads=None)
+    try:
+        if fmt.type == "csv":
+            src = (
+                f"read_csv({_lit(str(path))}, auto_detect=true, header={str(fmt.header).lower()}, "
+                f"delim={_lit(fmt.delimiter)}, quote={_lit(fmt.quote)}, escape={_lit(fmt.escape)}, "
+                f"nullstr={_list(fmt.null_markers)}, compression={_lit(compression)}, "
+                f"encoding={_lit(fmt.encoding)}, sample_size=20480, ignore_errors=true, "
+                f"max_line_size={fmt.max_line_bytes})"
+            )
+        elif fmt.type == "jsonl":
+            src = (f"read_json({_lit(str(path))}, format='newline_delimited', "
+                   f"compression={_lit(compression)}, ignore_errors=true)")
+        else:
+            src = f"read_parquet({_lit(str(path))})"
+        rows = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+    except duckdb.Error as e:
+        raise CleanError(f"cannot infer a schema from the file: {e}") from None
+    finally:
+        con.close()
+    sources = [r[0] for r in rows]
+    names = normalize_names(sources)
+    return tuple(
+        Column(name=n, type=contract_type_from_duckdb(str(r[1])), nullable=True, source=s)
+        for n, s, r in zip(names, sources, rows)
+    )
+
+
+def _list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(_lit(v) for v in values) + "]"
+
+
+def _match_header(header: list[str], contract: Contract) -> tuple[list[str | None], dict[str, str]]:
+    """Map each header field to a contract column name (None = extra column)."""
+    normalized = normalize_names(header)
+    by_source = {c.source: c.name for c in contract.columns if c.source}
+    names = {c.name for c in contract.columns}
+    mapping: list[str | None] = []
+    used: set[str] = set()
+    for raw, norm in zip(header, normalized):
+        target = by_source.get(raw) or by_source.get(raw.strip())
+        if target is None and norm in names:
+            target = norm
+        if target in used:
+            target = None
+        if target:
+            used.add(target)
+        mapping.append(target)
+    return mapping, {raw: m for raw, m in zip(header, mapping) if m}
+
+
+def _ok_expr(contract: Contract) -> str:
+    parts = [f"{_q(c.name)} IS NOT NULL" for c in contract.columns if not c.nullable]
+    return " AND ".join(parts) if parts else "true"
+
+
+def _reason_expr(contract: Contract) -> str:
+    parts = [
+        f"CASE WHEN {_q(c.name)} IS NULL THEN {_lit(c.name)} END"
+        for c in contract.columns if not c.nullable
+    ]
+    if not parts:
+        return "NULL"
+    return f"concat_ws(', ', {', '.join(parts)})"
+
+
+def _footer_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def clean_file(
+    path: Path,
+    contract: Contract,
+    staging: Path,
+    *,
+    source_key: str,
+    memory_limit: str = "768MB",
+    threads: int | None = None,
+) -> CleanResult:
+    """Parse `path` per `contract` into staged Parquet under `staging`.
+
+    Returns a CleanResult listing the staged cleaned files (with their hive sub-folder), the
+    staged rejected file (or None) and the row counts. Raises CleanError when the file cannot be
+    processed at all. The contract must have columns (infer them first for inferred datasets).
+    """
+    if not contract.columns:
+        raise ValueError("clean_file needs a contract with columns; call infer_columns first")
+    t0 = time.perf_counter()
+    staging.mkdir(parents=True, exist_ok=True)
+    fmt = contract.format
+    if not fmt.accepts(path.name):
+        raise CleanError(
+            f"{path.name!r} does not have a {fmt.type} extension "
+            f"(expected one of {', '.join(_exts(contract))})"
+        )
+    compression = _compression(path, contract)
+    bytes_in = path.stat().st_size
+    con = _connect(staging, memory_limit=memory_limit, threads=threads)
+    try:
+        if fmt.type == "csv":
+            result = _clean_csv(con, path, contract, staging, source_key, compression)
+        else:
+            result = _clean_typed_cast(con, path, contract, staging, source_key, compression)
+    finally:
+        con.close()
+    result.bytes_in = bytes_in
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _exts(contract: Contract) -> tuple[str, ...]:
+    from .contracts import EXTENSIONS
+
+    return EXTENSIONS[contract.format.type]
+
+
+def _collect_ok(pass_dir: Path) -> list[StagedFile]:
+    ok_root = pass_dir / "_ok=true"
+    files = []
+    for p in sorted(ok_root.rglob("*.parquet")) if ok_root.exists() else []:
+        rows = _footer_rows(p)
+        sub = p.parent.relative_to(ok_root).as_posix()
+        files.append(StagedFile(path=p, subdir="" if sub == "." else sub, rows=rows))
+    return files
+
+
+def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: str,
+               compression: str) -> CleanResult:
+    fmt = contract.format
+    head = _sniff_text(path, compression, contract)
+    if fmt.header:
+        header = read_header(path, contract)
+        mapping, column_mapping = _match_header(header, contract)
+        if not any(mapping):
+            hint = ""
+            sample = head.split(b"\n", 1)[0].decode(fmt.encoding, "replace")
+            for cand in (";", "\t", "|", ","):
+                if cand != fmt.delimiter and cand in sample:
+                    hint = f" The header contains {cand!r}: is the delimiter {cand!r}?"
+                    break
+            raise CleanError(
+                f"the header matches none of the contract columns "
+                f"({', '.join(c.name for c in contract.columns)}); found {header[:10]!r}.{hint}"
+            )
+    else:
+        # Without a header the file's columns are the contract's, in order.
+        header = [c.name for c in contract.columns]
+        mapping = list(header)
+        column_mapping = {h: h for h in header}
+    extra = [h for h, m in zip(header, mapping) if m is None]
+    missing = [c.name for c in contract.columns if c.name not in set(filter(None, mapping))]
+    missing_required = [m for m in missing if not contract.column(m).nullable]
+    if missing_required:
+        raise CleanError(
+            f"required columns missing from the header: {missing_required}; found {header!r}"
+        )
+
+    duck_cols = {}
+    for i, target in enumerate(mapping):
+        if target is None:
+            duck_cols[f"__extra_{i}"] = "VARCHAR"
+        else:
+            duck_cols[target] = contract.column(target).sql_type
+    columns_sql = "{" + ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in duck_cols.items()) + "}"
+    reader = (
+        f"read_csv({_lit(str(path))}, columns={columns_sql}, header={str(fmt.header).lower()}, "
+        f"auto_detect=false, delim={_lit(fmt.delimiter)}, quote={_lit(fmt.quote)}, "
+        f"escape={_lit(fmt.escape)}, nullstr={_list(fmt.null_markers)}, "
+        f"compression={_lit(compression)}, encoding={_lit(fmt.encoding)}, "
+        f"max_line_size={fmt.max_line_bytes}, store_rejects=true, "
+        f"rejects_table='reject_errors', rejects_scan='reject_scans', "
+        f"timestampformat='ISO', dateformat='%Y-%m-%d')"
+    )
+    if fmt.timezone != "UTC":
+        con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
+    select_cols = ", ".join(
+        _q(c.name) if c.name not in missing else f"CAST(NULL AS {c.sql_type}) AS {_q(c.name)}"
+        for c in contract.columns
+    )
+    partition_by = "_ok" + (f", {_q(contract.partition_column)}" if contract.partition_column else "")
+    pass_dir = staging / "pass1"
+    # Good rows and contract-breaking rows leave in one scan, split by the _ok partition.
+    con.execute("SET preserve_insertion_order=false")
+    try:
+        con.execute(
+            f"COPY (SELECT {select_cols}, ({_ok_expr(contract)}) AS _ok FROM {reader}) "
+            f"TO {_lit(str(pass_dir))} (FORMAT parquet, COMPRESSION zstd, "
+            f"PARTITION_BY ({partition_by}), FILENAME_PATTERN 'part_{{i}}', OVERWRITE_OR_IGNORE)"
+        )
+    except duckdb.Error as e:
+        raise CleanError(f"cannot parse the file as CSV: {_short(e)}") from None
+    files = _collect_ok(pass_dir)
+    bad_root = pass_dir / "_ok=false"
+    contract_rejects = sum(_footer_rows(p) for p in bad_root.rglob("*.parquet")) if bad_root.exists() else 0
+    parse_reject_lines = [
+        r[0] for r in con.execute("SELECT DISTINCT line FROM reject_errors ORDER BY line").fetchall()
+    ]
+    parse_rejects = len(parse_reject_lines)
+
+    # Rejected rows: parse errors straight from DuckDB's reject table (exact line, raw text);
+    # contract breaks located by a second scan that numbers the parsed records, run only when
+    # there are any. Their line is exact unless an earlier record spans several lines.
+    con.execute(
+        "CREATE TEMP TABLE rejected (source_key VARCHAR, line BIGINT, error_type VARCHAR, "
+        "column_name VARCHAR, reason VARCHAR, raw VARCHAR)"
+    )
+    con.execute(
+        f"INSERT INTO rejected SELECT {_lit(source_key)}, line, "
+        "string_agg(DISTINCT CAST(error_type AS VARCHAR), ', '), "
+        "string_agg(DISTINCT column_name, ', ') FILTER (WHERE error_type <> 'MISSING COLUMNS'), "
+        "coalesce(string_agg(DISTINCT error_message, '; ') FILTER (WHERE error_type <> 'MISSING COLUMNS'), "
+        "min(error_message)), "
+        "first(csv_line) FROM reject_errors GROUP BY line"
+    )
+    if contract_rejects:
+        con.execute("SET preserve_insertion_order=true")
+        reader2 = reader.replace("rejects_table='reject_errors', rejects_scan='reject_scans'",
+                                 "rejects_table='reject_errors2', rejects_scan='reject_scans2'")
+        rows = con.execute(
+            f"SELECT _record, _reason, _raw FROM (SELECT row_number() OVER () AS _record, "
+            f"({_ok_expr(contract)}) AS _ok, {_reason_expr(contract)} AS _reason, "
+            f"CAST(to_json(struct_pack({select_cols})) AS VARCHAR) AS _raw "
+            f"FROM {reader}) WHERE NOT _ok".replace(reader, reader2)
+        ).fetchall()
+        first_line = 2 if fmt.header else 1
+        out = []
+        for record, reason, raw in rows:
+            line = first_line + record - 1
+            while True:  # skip the lines DuckDB rejected before this record
+                shifted = first_line + record - 1 + bisect.bisect_right(parse_reject_lines, line)
+                if shifted == line:
+                    break
+                line = shifted
+            out.append((source_key, line, "NOT NULL", reason,
+                        f"null in non-nullable column(s): {reason}", raw))
+        con.executemany("INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?)", out)
+
+    rejected_file = _write_rejected(con, staging)
+    rows_written = sum(f.rows for f in files)
+    rows_rejected = parse_rejects + contract_rejects
+    return CleanResult(
+        rows_in=rows_written + rows_rejected, rows_written=rows_written,
+        rows_rejected=rows_rejected, parse_rejects=parse_rejects,
+        contract_rejects=contract_rejects, files=files, rejected_file=rejected_file,
+        columns=contract.columns, column_mapping=column_mapping, extra_columns=extra,
+        missing_columns=missing, bytes_in=0, seconds=0.0,
+    )
+
+
+def _write_rejected(con, staging: Path) -> Path | None:
+    n = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
+    if not n:
+        return None
+    out = staging / "rejected.parquet"
+    con.execute(
+        f"COPY (SELECT * FROM rejected ORDER BY line) TO {_lit(str(out))} "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
+    return out
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return " ".join(text[:3])[:500]
+
+
+def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source_key: str,
+                      compression: str) -> CleanResult:
+    """JSON Lines and Parquet: read values loosely, then type each with try_cast.
+
+    A value that does not convert rejects its row with the column and the value; an
+    unparsable JSON line or a non-object line rejects that line. Rows are staged in a temporary
+    DuckDB table (spilling to scratch, not memory) and split into good and rejected files.
+    """
+    fmt = contract.format
+    _sniff_text(path, compression, contract) if fmt.type == "jsonl" else None
+    if fmt.type == "jsonl":
+        src = (
+            f"(SELECT row_number() OVER () AS _line, j AS _raw FROM read_csv({_lit(str(path))}, "
+            f"columns={{'j': 'VARCHAR'}}, header=false, delim=E'\\x1e', quote='', escape='', "
+            f"auto_detect=false, compression={_lit(compression)}, encoding={_lit(fmt.encoding)}, "
+            f"max_line_size={fmt.max_line_bytes}, strict_mode=false, store_rejects=true))"
+        )
+
+        def value(c: Column) -> str:
+            key = "$." + '"' + (c.source or c.name).replace('"', '\\"') + '"'
+            return f"json_extract_string(_json, {_lit(key)})"
+
+        # DuckDB evaluates every CASE branch, so invalid lines are swapped for '{}' first.
+        valid = "(CASE WHEN json_valid(_raw) THEN json_type(_raw) = 'OBJECT' ELSE false END)"
+        base = (f"(SELECT *, {valid} AS _valid, CASE WHEN {valid} THEN _raw ELSE '{{}}' END "
+                f"AS _json FROM {src} WHERE _raw IS NOT NULL)")
+        structural = ("CASE WHEN NOT _valid THEN 'line is not a JSON object' END")
+    else:
+        try:
+            names = [r[0] for r in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_lit(str(path))})").fetchall()]
+        except duckdb.Error as e:
+            raise CleanError(f"cannot read the file as Parquet: {_short(e)}") from None
+        norm = dict(zip(normalize_names(names), names))
+        base = (f"(SELECT *, file_row_number + 1 AS _line, true AS _valid, NULL AS _raw "
+                f"FROM read_parquet({_lit(str(path))}, file_row_number=true))")
+        structural = "NULL"
+
+        def value(c: Column) -> str:
+            src_name = c.source if c.source in names else norm.get(c.name)
+            return _q(src_name) if src_name else "NULL"
+
+    casts, reasons = [], [structural]
+    for c in contract.columns:
+        v = value(c)
+        casts.append(f"TRY_CAST({v} AS {c.sql_type}) AS {_q(c.name)}")
+        reasons.append(
+            f"CASE WHEN _valid AND ({v}) IS NOT NULL AND TRY_CAST({v} AS {c.sql_type}) IS NULL "
+            f"THEN 'column {c.name}: cannot convert ' || CAST({v} AS VARCHAR) || ' to {c.type}' END"
+        )
+        if not c.nullable:
+            reasons.append(f"CASE WHEN _valid AND ({v}) IS NULL THEN "
+                           f"'column {c.name}: null in a non-nullable column' END")
+    reason = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')"
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE staged AS SELECT _line, _raw, _valid, {reason} AS _reason, "
+            f"{', '.join(casts)} FROM {base}"
+        )
+    except duckdb.Error as e:
+        raise CleanError(f"cannot read the file as {fmt.type}: {_short(e)}") from None
+    col_list = ", ".join(_q(c.name) for c in contract.columns)
+    pass_dir = staging / "pass1"
+    partition = f", PARTITION_BY ({_q(contract.partition_column)}), OVERWRITE_OR_IGNORE" \
+        if contract.partition_column else ""
+    target = pass_dir / "_ok=true"
+    target.mkdir(parents=True, exist_ok=True)
+    good = con.execute("SELECT count(*) FROM staged WHERE _reason IS NULL").fetchone()[0]
+    if good:
+        dest = target if contract.partition_column else target / "part_0.parquet"
+        con.execute(
+            f"COPY (SELECT {col_list} FROM staged WHERE _reason IS NULL) TO {_lit(str(dest))} "
+            f"(FORMAT parquet, COMPRESSION zstd{partition})"
+        )
+    con.execute(
+        "CREATE TEMP TABLE rejected AS SELECT "
+        f"{_lit(source_key)} AS source_key, _line AS line, "
+        "CASE WHEN NOT _valid THEN 'PARSE' ELSE 'CAST' END AS error_type, "
+        "NULL::VARCHAR AS column_name, _reason AS reason, "
+        f"coalesce(_raw, CAST(to_json(struct_pack({col_list})) AS VARCHAR)) AS raw "
+        "FROM staged WHERE _reason IS NOT NULL"
+    )
+    # Lines DuckDB's line reader itself refused (oversized, bad encoding) are rejects too.
+    if fmt.type == "jsonl":
+        con.execute(
+            f"INSERT INTO rejected SELECT {_lit(source_key)}, line, "
+            "CAST(error_type AS VARCHAR), NULL, error_message, csv_line FROM reject_errors"
+        )
+    files = _collect_ok(pass_dir)
+    n_rejected = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
+    rejected_file = _write_rejected(con, staging)
+    rows_written = sum(f.rows for f in files)
+    return CleanResult(
+        rows_in=rows_written + n_rejected, rows_written=rows_written, rows_rejected=n_rejected,
+        parse_rejects=n_rejected, contract_rejects=0, files=files, rejected_file=rejected_file,
+        columns=contract.columns,
+        column_mapping={(c.source or c.name): c.name for c in contract.columns},
+        extra_columns=[], missing_columns=[], bytes_in=0, seconds=0.0,
+    )
