@@ -1,0 +1,82 @@
+"""Network stack: the VPC every other resource lives in.
+
+Public subnets hold only the NAT gateway(s) and, when the webserver is internet-facing, the load
+balancer; every task, database and file system sits in private subnets. S3 traffic (raw, lake,
+ECR image layers) goes through a free gateway endpoint; the interface endpoints for ECR, logs and
+Secrets Manager keep image pulls and log shipping of every run task off the NAT gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.settings import DeploySettings
+
+# Interface endpoints worth their hourly price: every task start pulls the image from ECR
+# (API + Docker registry), every container ships logs, every task start reads the DB secret.
+INTERFACE_ENDPOINTS = {
+    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+}
+
+
+class NetworkStack(cdk.Stack):
+    """VPC with public and private subnets, NAT, S3 gateway endpoint and flow logs."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: DeploySettings,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=settings.max_azs,
+            nat_gateways=settings.nat_gateways,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24
+                ),
+                ec2.SubnetConfiguration(
+                    name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=20
+                ),
+            ],
+            restrict_default_security_group=True,
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+            },
+        )
+
+        flow_log_group = logs.LogGroup(
+            self,
+            "FlowLogs",
+            retention=settings.log_retention,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+            traffic_type=ec2.FlowLogTrafficType.REJECT,
+        )
+
+        if settings.interface_endpoints:
+            for endpoint_id, service in INTERFACE_ENDPOINTS.items():
+                self.vpc.add_interface_endpoint(
+                    endpoint_id,
+                    service=service,
+                    private_dns_enabled=True,
+                    subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                )
+

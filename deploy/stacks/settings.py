@@ -1,0 +1,201 @@
+"""Deployment settings read from CDK context, and the names the image, the instance config and the
+stacks must agree on (ports, paths, commands, service discovery name).
+
+Every context value has a default, so `cdk synth` works with no `-c` flags; `DeploySettings`
+validates combinations (a public webserver needs a certificate, a domain and an identity provider)
+and raises `ValueError` with the flag to set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from aws_cdk import aws_logs as logs
+from constructs import Node
+
+# Paths and ports baked into the image (deploy/Dockerfile) and the ECS workspace (workspace.yaml).
+DAGSTER_HOME = "/opt/dagster/dagster_home"
+WORKSPACE_FILE = f"{DAGSTER_HOME}/workspace.yaml"
+WEBSERVER_PORT = 3000
+CODE_SERVER_PORT = 4000
+SCRATCH_MOUNT_PATH = "/mnt/scratch"
+# The image's non-root user; the EFS access point writes files as this user.
+IMAGE_UID = 1000
+IMAGE_GID = 1000
+
+# The code location is found as <service>.<namespace> (Cloud Map private DNS).
+CODE_LOCATION_SERVICE_NAME = "code-location"
+SERVICE_DISCOVERY_NAMESPACE = "dagster.internal"
+CODE_LOCATION_HOST = f"{CODE_LOCATION_SERVICE_NAME}.{SERVICE_DISCOVERY_NAMESPACE}"
+CODE_LOCATION_MODULE = "data_platform.definitions"
+
+# What each service runs. The code-server command is also the image's default CMD.
+WEBSERVER_COMMAND = [
+    "dagster-webserver", "-h", "0.0.0.0", "-p", str(WEBSERVER_PORT), "-w", WORKSPACE_FILE,
+]
+DAEMON_COMMAND = ["dagster-daemon", "run", "-w", WORKSPACE_FILE]
+CODE_SERVER_COMMAND = [
+    "dagster", "code-server", "start",
+    "-h", "0.0.0.0", "-p", str(CODE_SERVER_PORT), "-m", CODE_LOCATION_MODULE,
+]
+CODE_SERVER_HEALTH_CHECK = ["dagster", "api", "grpc-health-check", "-p", str(CODE_SERVER_PORT)]
+
+# The EcsRunLauncher overrides this container of the run task definition (dagster.yaml).
+RUN_CONTAINER_NAME = "run"
+
+# Retention periods CloudWatch Logs accepts, in days, by their aws-cdk-lib names.
+LOG_RETENTION_DAYS = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
+    30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR", 400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1827: "FIVE_YEARS", 3653: "TEN_YEARS",
+}
+
+WebserverAccess = Literal["internal", "cognito", "oidc"]
+WEBSERVER_ACCESS_MODES: tuple[WebserverAccess, ...] = ("internal", "cognito", "oidc")
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """The identity provider an internet-facing ALB authenticates webserver users against."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    user_info_endpoint: str
+    client_id: str
+    # Name of a Secrets Manager secret (created by you) holding the client secret as plain text.
+    client_secret_name: str
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Everything that may differ between two deployments of the platform."""
+
+    name: str = "data-platform"
+    image_tag: str | None = None
+    webserver_access: WebserverAccess = "internal"
+    certificate_arn: str | None = None
+    webserver_domain: str | None = None
+    allowed_cidr: str = "0.0.0.0/0"
+    cognito_domain_prefix: str | None = None
+    oidc: OidcSettings | None = None
+    max_azs: int = 2
+    nat_gateways: int = 1
+    interface_endpoints: bool = True
+    db_instance_class: str = "t4g.small"
+    db_multi_az: bool = False
+    db_deletion_protection: bool = True
+    db_backup_retention_days: int = 7
+    log_retention_days: int = 30
+    batch_max_vcpus: int = 32
+    athena_bytes_scanned_cutoff_gb: int = 100
+    glue_database: str = "data_platform"
+
+    def __post_init__(self) -> None:
+        if self.webserver_access not in WEBSERVER_ACCESS_MODES:
+            raise ValueError(
+                f"webserver_access must be one of {', '.join(WEBSERVER_ACCESS_MODES)}, "
+                f"got {self.webserver_access!r}"
+            )
+        if self.public_webserver:
+            missing = [
+                flag
+                for flag, value in (
+                    ("certificate_arn", self.certificate_arn),
+                    ("webserver_domain", self.webserver_domain),
+                )
+                if not value
+            ]
+            if self.webserver_access == "cognito" and not self.cognito_domain_prefix:
+                missing.append("cognito_domain_prefix")
+            if self.webserver_access == "oidc" and self.oidc is None:
+                missing.extend(f"oidc_{field}" for field in OidcSettings.__dataclass_fields__)
+            if missing:
+                raise ValueError(
+                    f"webserver_access={self.webserver_access} puts the webserver on the internet "
+                    f"behind an authenticating load balancer; set "
+                    + ", ".join(f"-c {flag}=..." for flag in missing)
+                )
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"log_retention_days must be one of {sorted(LOG_RETENTION_DAYS)}, "
+                f"got {self.log_retention_days}"
+            )
+        if self.nat_gateways < 1:
+            raise ValueError("nat_gateways must be at least 1: tasks reach AWS APIs through it")
+
+    @property
+    def public_webserver(self) -> bool:
+        """True when the load balancer is internet-facing (and then always authenticating)."""
+        return self.webserver_access != "internal"
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        """The CloudWatch Logs retention of every log group the app creates."""
+        return logs.RetentionDays[LOG_RETENTION_DAYS[self.log_retention_days]]
+
+    @property
+    def services_running(self) -> bool:
+        """Services run only once an image tag is given; before that they are created at zero."""
+        return bool(self.image_tag)
+
+    @classmethod
+    def from_context(cls, node: Node) -> DeploySettings:
+        """Read settings from `cdk.json` and `-c key=value` flags (strings on the command line).
+
+        Raises ValueError for unknown access modes, malformed numbers or booleans, and missing
+        values a chosen mode needs.
+        """
+        defaults = cls.__dataclass_fields__
+
+        def text(key: str) -> str | None:
+            value = node.try_get_context(key)
+            return None if value in (None, "") else str(value)
+
+        def number(key: str) -> int:
+            value = text(key)
+            if value is None:
+                return cast(int, defaults[key].default)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"context {key} must be an integer, got {value!r}") from None
+
+        def flag(key: str) -> bool:
+            value = node.try_get_context(key)
+            if value is None or value == "":
+                return cast(bool, defaults[key].default)
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError(f"context {key} must be true or false, got {value!r}")
+
+        oidc_values = {f: text(f"oidc_{f}") for f in OidcSettings.__dataclass_fields__}
+        oidc = OidcSettings(**oidc_values) if all(oidc_values.values()) else None  # type: ignore[arg-type]
+        return cls(
+            name=text("name") or cls.name,
+            image_tag=text("image_tag"),
+            webserver_access=cast(WebserverAccess, text("webserver_access") or "internal"),
+            certificate_arn=text("certificate_arn"),
+            webserver_domain=text("webserver_domain"),
+            allowed_cidr=text("allowed_cidr") or cls.allowed_cidr,
+            cognito_domain_prefix=text("cognito_domain_prefix"),
+            oidc=oidc,
+            max_azs=number("max_azs"),
+            nat_gateways=number("nat_gateways"),
+            interface_endpoints=flag("interface_endpoints"),
+            db_instance_class=text("db_instance_class") or cls.db_instance_class,
+            db_multi_az=flag("db_multi_az"),
+            db_deletion_protection=flag("db_deletion_protection"),
+            db_backup_retention_days=number("db_backup_retention_days"),
+            log_retention_days=number("log_retention_days"),
+            batch_max_vcpus=number("batch_max_vcpus"),
+            athena_bytes_scanned_cutoff_gb=number("athena_bytes_scanned_cutoff_gb"),
+            glue_database=text("glue_database") or cls.glue_database,
+        )

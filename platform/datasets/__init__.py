@@ -1,0 +1,1 @@
+"""Dataset contracts: one YAML file per dataset (package data)."""

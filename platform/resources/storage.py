@@ -1,0 +1,226 @@
+"""Object storage: the raw zone (read-only to the platform) and the lake zone.
+
+`StorageResource` hands out two `ObjectStore`s, `raw()` and `lake()`, each rooted at a URL. Keys
+are `/`-separated and relative to that root. The local implementation is a folder; an S3 one
+implements the same interface. The raw store refuses every write: the platform never modifies
+or deletes an upload.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from ..settings import local_path, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: key relative to the store's root, size, modification time (ns)."""
+
+    key: str
+    size: int
+    mtime_ns: int
+    etag: str | None = None
+
+
+class ReadOnlyError(PermissionError):
+    """A write was attempted on the raw zone."""
+
+
+class ObjectStore(abc.ABC):
+    """A flat key space under one root URL."""
+
+    read_only: bool = False
+
+    @abc.abstractmethod
+    def uri(self, key: str = "") -> str:
+        """Return the URL of `key` (or of the root), usable by DuckDB or a catalog."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object under `prefix`, in key order."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Return the object's info, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]:
+        """Context manager yielding a local, read-only path with the object's content."""
+
+    @abc.abstractmethod
+    def put_file(self, local: Path, key: str) -> None:
+        """Store a local file at `key` atomically: readers see the old or the new object."""
+
+    @abc.abstractmethod
+    def put_bytes(self, data: bytes, key: str) -> None:
+        """Store bytes at `key` atomically."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes | None:
+        """Return the object's bytes, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete `key` if it exists."""
+
+    @abc.abstractmethod
+    def content_hash(self, key: str) -> str:
+        """Return a digest of the object's content (equal content, equal digest)."""
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"{self.uri()} is read-only: raw data is never modified")
+
+
+def _clean_key(key: str) -> str:
+    parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError(f"invalid key {key!r}")
+    return "/".join(parts)
+
+
+class LocalObjectStore(ObjectStore):
+    """An ObjectStore over a local folder; writes go through a temp file and os.replace."""
+
+    def __init__(self, root: Path, *, read_only: bool = False):
+        self.root = root
+        self.read_only = read_only
+
+    def _path(self, key: str) -> Path:
+        return self.root / _clean_key(key) if key else self.root
+
+    def uri(self, key: str = "") -> str:
+        return str(self._path(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._path(prefix)
+        if not base.exists():
+            return
+        stack = [base]
+        found: list[ObjectInfo] = []
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.is_file(follow_symlinks=False):
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted between scandir and stat
+                    key = Path(e.path).relative_to(self.root).as_posix()
+                    found.append(ObjectInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns))
+        yield from sorted(found, key=lambda o: o.key)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        p = self._path(key)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key=_clean_key(key), size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        p = self._path(key)
+        if not p.is_file():
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        yield p
+
+    def _atomic_write(self, key: str, write) -> None:
+        self._check_writable()
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put_file(self, local: Path, key: str) -> None:
+        def write(f):
+            with open(local, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+
+        self._atomic_write(key, write)
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        self._atomic_write(key, lambda f: f.write(data))
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        self._check_writable()
+        p = self._path(key)
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+        # Drop now-empty parent folders (hive partitions), never the root.
+        parent = p.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def content_hash(self, key: str) -> str:
+        with open(self._path(key), "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class StorageResource(dg.ConfigurableResource, abc.ABC):
+    """Raw and lake object stores."""
+
+    @abc.abstractmethod
+    def raw(self) -> ObjectStore:
+        """The raw zone: uploads under `<dataset>/...`; read-only to the platform."""
+
+    @abc.abstractmethod
+    def lake(self) -> ObjectStore:
+        """The lake zone: cleaned/, rejected/ and the platform's manifests."""
+
+
+class LocalStorage(StorageResource):
+    """Raw and lake zones in local folders (the embedded default)."""
+
+    raw_url: str | None = Field(
+        default=None, description="Raw folder; default $PLATFORM_RAW_URL or <data dir>/raw"
+    )
+    lake_url: str | None = Field(
+        default=None, description="Lake folder; default $PLATFORM_LAKE_URL or <data dir>/lake"
+    )
+
+    def raw(self) -> ObjectStore:
+        root = local_path(setting(self.raw_url, "PLATFORM_RAW_URL", "raw"))
+        return LocalObjectStore(root, read_only=True)
+
+    def lake(self) -> ObjectStore:
+        root = local_path(setting(self.lake_url, "PLATFORM_LAKE_URL", "lake"))
+        root.mkdir(parents=True, exist_ok=True)
+        return LocalObjectStore(root)
