@@ -50,7 +50,6 @@ def build_dataset(contract: Contract) -> DatasetDefs:
     job = dg.define_asset_job(
         name=job_name(ds),
         selection=dg.AssetSelection.assets(cleaned, table),
-        partitions_def=partitions,
         description=f"Clean new raw files of {ds}, refresh its table and run its checks.",
     )
     return DatasetDefs(contract, partitions, raw, [cleaned, table], checks, job)

@@ -95,7 +95,7 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                                              log=context.log)
                     result = clean_file(path, eff, work / "out", source_key=rk)
                     manifest = publish(lake, eff, key, result, content_hash=content_hash,
-                                       run_id=context.run_id)
+                                       run_id=context.run.run_id)
                 done[key] = _partition_metadata(manifest, result.metadata())
                 context.log.info(
                     f"{rk}: {manifest.rows_in} rows in, {manifest.rows_written} written, "

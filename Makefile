@@ -1,0 +1,40 @@
+# Two commands: `make dev` (set up + start the platform locally) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= $(CURDIR)/.data
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+export PLATFORM_DATA_DIR ?= $(DATA)
+export DAGSTER_HOME ?= $(DATA)/dagster_home
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
+
+.PHONY: install dev samples test bench clean
+
+$(STAMP): pyproject.toml $(shell find platform -name "*.py" -o -name "*.yaml")
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# Strict editable mode: a module missing from the packages list fails here as in the wheel.
+	$(BIN)/python -m pip install --quiet -e ".[dev,deploy]" --config-settings editable_mode=strict
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Copy the sample uploads into the raw folder (never overwriting what is there).
+samples:
+	mkdir -p $(DATA)/raw $(DAGSTER_HOME)
+	cp -rn samples/raw/. $(DATA)/raw/
+
+dev: install samples
+	$(BIN)/dagster dev -h $(HOST) -p $(PORT) -w workspace.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/clean_csv.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

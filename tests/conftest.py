@@ -1,0 +1,45 @@
+"""Shared fixtures: every test gets its own data folder; nothing here runs at import."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples" / "raw"
+
+_PLATFORM_VARS = ("PLATFORM_RAW_URL", "PLATFORM_LAKE_URL", "PLATFORM_DUCKDB_PATH",
+                  "PLATFORM_SCRATCH_DIR", "PLATFORM_ENV")
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh PLATFORM_DATA_DIR with an empty raw folder; other PLATFORM_* variables unset."""
+    for var in _PLATFORM_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith("PLATFORM_SENSOR_")]:
+        monkeypatch.delenv(var, raising=False)
+    d = tmp_path / "data"
+    (d / "raw").mkdir(parents=True)
+    monkeypatch.setenv("PLATFORM_DATA_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def samples(data_dir) -> Path:
+    """The data folder with the shipped sample uploads copied into raw/."""
+    shutil.copytree(SAMPLES, data_dir / "raw", dirs_exist_ok=True)
+    return data_dir
+
+
+def write_raw(data_dir: Path, key: str, content: str | bytes, mtime: float | None = None) -> Path:
+    """Write raw/<key> (as an upload would) and optionally set its modification time."""
+    p = data_dir / "raw" / key
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        content = content.encode()
+    p.write_bytes(content)
+    if mtime is not None:
+        os.utime(p, (mtime, mtime))
+    return p

@@ -1,0 +1,47 @@
+"""Helpers for running the platform's jobs and sensor against a real ephemeral instance."""
+
+import dagster as dg
+from dagster._core.definitions.partitions.context import partition_loading_context
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+
+def run_ingest(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: str, keys: list[str],
+               add_partitions: bool = True) -> dg.ExecuteInProcessResult:
+    """Run a dataset's ingest job over `keys` (one ranged run, as the sensor launches it)."""
+    name = f"raw_{dataset}"
+    if add_partitions:
+        existing = set(instance.get_dynamic_partitions(name))
+        instance.add_dynamic_partitions(name, [k for k in keys if k not in existing])
+    job = defs.resolve_job_def(f"ingest_{dataset}_job")
+    tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], object]:
+    """Map (asset key path, check name) -> AssetCheckEvaluation for one run."""
+    out = {}
+    for ev in result.all_events:
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION":
+            e = ev.event_specific_data
+            out[("/".join(e.asset_key.path), e.check_name)] = e
+    return out
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
+    """Evaluate the raw-upload sensor once and apply its partition requests, as the daemon does.
+
+    Returns (run_requests, skip_reason, new_cursor).
+    """
+    sensor = defs.resolve_sensor_def("raw_uploads_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                 resources={"storage": defs.resources["storage"]},
+                                 definitions=defs) as ctx:
+        # The daemon evaluates with the instance as partition store; do the same here.
+        with partition_loading_context(dynamic_partitions_store=instance):
+            data = sensor.evaluate_tick(ctx)
+    for req in data.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return list(data.run_requests or []), data.skip_message, data.cursor
