@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aws_cdk as cdk
@@ -130,8 +130,13 @@ def _review_statement(statement: dict[str, Any], where: str) -> dict[str, str]:
     return findings
 
 
-def _policies(scope: IConstruct) -> Iterable[tuple[IConstruct, Any]]:
+def _policies(
+    scope: IConstruct, skip: Sequence[IConstruct]
+) -> Iterable[tuple[IConstruct, Any]]:
+    skipped = {s.node.path for s in skip}
     for child in scope.node.find_all():
+        if any(child.node.path == p or child.node.path.startswith(p + "/") for p in skipped):
+            continue
         if isinstance(child, (iam.CfnPolicy, iam.CfnManagedPolicy)):
             yield child, child.policy_document
         elif isinstance(child, iam.CfnRole) and child.policies:
@@ -139,14 +144,19 @@ def _policies(scope: IConstruct) -> Iterable[tuple[IConstruct, Any]]:
                 yield child, policy
 
 
-def acknowledge_reviewed_iam_wildcards(stack: cdk.Stack) -> int:
+def acknowledge_reviewed_iam_wildcards(
+    stack: cdk.Stack, *, skip: Sequence[IConstruct] = ()
+) -> int:
     """Acknowledge AwsSolutions-IAM5 findings of reviewed kinds on every policy in `stack`.
+
+    `skip` names constructs owned by aws-cdk-lib (custom-resource handlers) whose policies the
+    caller acknowledges separately.
 
     Returns the number of acknowledged findings. Raises ValueError naming the policy when a
     statement holds a wildcard of no reviewed kind (including any `*` action).
     """
     count = 0
-    for node, document in _policies(stack):
+    for node, document in _policies(stack, skip):
         resolved = stack.resolve(document)
         if "PolicyDocument" in resolved:
             resolved = resolved["PolicyDocument"]

@@ -40,9 +40,13 @@ class NetworkStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
+        # A literal CIDR (not the VPC's CidrBlock attribute) lets security group rules that
+        # admit "the VPC" be checked at synth time.
+        self.vpc_cidr = settings.vpc_cidr
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(settings.vpc_cidr),
             max_azs=settings.max_azs,
             nat_gateways=settings.nat_gateways,
             subnet_configuration=[
@@ -73,10 +77,14 @@ class NetworkStack(cdk.Stack):
 
         if settings.interface_endpoints:
             for endpoint_id, service in INTERFACE_ENDPOINTS.items():
-                self.vpc.add_interface_endpoint(
+                endpoint = self.vpc.add_interface_endpoint(
                     endpoint_id,
                     service=service,
                     private_dns_enabled=True,
+                    open=False,
                     subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                )
+                endpoint.connections.allow_default_port_from(
+                    ec2.Peer.ipv4(settings.vpc_cidr), "HTTPS from the VPC"
                 )
 

@@ -81,6 +81,7 @@ class DeploySettings:
     allowed_cidr: str = "0.0.0.0/0"
     cognito_domain_prefix: str | None = None
     oidc: OidcSettings | None = None
+    vpc_cidr: str = "10.40.0.0/16"
     max_azs: int = 2
     nat_gateways: int = 1
     interface_endpoints: bool = True
@@ -187,6 +188,7 @@ class DeploySettings:
             allowed_cidr=text("allowed_cidr") or cls.allowed_cidr,
             cognito_domain_prefix=text("cognito_domain_prefix"),
             oidc=oidc,
+            vpc_cidr=text("vpc_cidr") or cls.vpc_cidr,
             max_azs=number("max_azs"),
             nat_gateways=number("nat_gateways"),
             interface_endpoints=flag("interface_endpoints"),

@@ -1,0 +1,100 @@
+"""An AWS Batch queue on Fargate with one job definition running the platform image.
+
+Heavy steps (the tensor step) are submitted here through Dagster Pipes (PipesBatchClient): the run
+names the job queue and definition from PLATFORM_BATCH_JOB_QUEUE / PLATFORM_BATCH_JOB_DEFINITION,
+passes the command, and reads the job's messages and logs from CloudWatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_efs as efs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+
+class FargateBatchQueue(Construct):
+    """Compute environment, job queue and job definition, with EFS scratch mounted in every job."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        vpc: ec2.IVpc,
+        security_group: ec2.ISecurityGroup,
+        image: ecs.ContainerImage,
+        job_role: iam.IRole,
+        max_vcpus: int,
+        environment: Mapping[str, str],
+        scratch: efs.IFileSystem,
+        scratch_access_point: efs.IAccessPoint,
+        scratch_path: str,
+        log_retention: logs.RetentionDays,
+        vcpus: float = 2,
+        memory_gib: int = 8,
+        timeout: cdk.Duration = cdk.Duration.hours(4),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY
+        )
+        self.compute_environment = batch.FargateComputeEnvironment(
+            self,
+            "ComputeEnvironment",
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[security_group],
+            maxv_cpus=max_vcpus,
+            spot=False,
+        )
+        self.job_queue = batch.JobQueue(
+            self,
+            "JobQueue",
+            job_queue_name=name,
+            priority=1,
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=self.compute_environment, order=1)
+            ],
+        )
+        self.container = batch.EcsFargateContainerDefinition(
+            self,
+            "Container",
+            image=image,
+            cpu=vcpus,
+            memory=cdk.Size.gibibytes(memory_gib),
+            job_role=job_role,
+            environment=dict(environment),
+            assign_public_ip=False,
+            fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,
+            fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            logging=ecs.LogDriver.aws_logs(stream_prefix="batch", log_group=self.log_group),
+            volumes=[
+                batch.EcsVolume.efs(
+                    name="scratch",
+                    file_system=scratch,
+                    access_point_id=scratch_access_point.access_point_id,
+                    enable_transit_encryption=True,
+                    use_job_role=True,
+                    container_path=scratch_path,
+                )
+            ],
+        )
+        self.job_definition = batch.EcsJobDefinition(
+            self,
+            "JobDefinition",
+            job_definition_name=name,
+            container=self.container,
+            retry_attempts=2,
+            timeout=timeout,
+            **kwargs,
+        )

@@ -1,0 +1,546 @@
+"""Platform stack: the ECS cluster running Dagster, the run and Batch compute, and their IAM.
+
+Three Fargate services run the same image: the webserver (behind the load balancer), the daemon
+(schedules, sensors, run queue, run monitoring) and the code location (gRPC, found through Cloud
+Map). The daemon launches each run as a task of the run task definition (EcsRunLauncher, see
+deploy/dagster.yaml); heavy steps go to the AWS Batch queue through Dagster Pipes.
+
+Every service and the runs have their own task role, granted only what that process does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_servicediscovery as servicediscovery
+from constructs import Construct
+
+from components.batch_queue import FargateBatchQueue
+from components.fargate_task import PlatformTask
+from components.nag import acknowledge_reviewed_iam_wildcards
+from components.webserver_alb import WebserverLoadBalancer
+from stacks.data import (
+    COMPUTE_LOGS_PREFIX,
+    DB_NAME,
+    DB_USERNAME,
+    RAW_PREFIX,
+    DataStack,
+    bucket_names,
+)
+from stacks.settings import (
+    CODE_LOCATION_SERVICE_NAME,
+    CODE_SERVER_COMMAND,
+    CODE_SERVER_HEALTH_CHECK,
+    CODE_SERVER_PORT,
+    DAEMON_COMMAND,
+    RUN_CONTAINER_NAME,
+    SCRATCH_MOUNT_PATH,
+    SERVICE_DISCOVERY_NAMESPACE,
+    WEBSERVER_COMMAND,
+    WEBSERVER_PORT,
+    DeploySettings,
+)
+
+# Default size of a run task; dagster.yaml's run_resources must match (a test checks it).
+RUN_CPU = 1024
+RUN_MEMORY_MIB = 4096
+# Until an image tag is given the services exist with no tasks (nothing to pull yet).
+NO_IMAGE_TAG = "no-image-yet"
+
+GLUE_READ_ACTIONS = [
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:BatchGetPartition",
+]
+GLUE_WRITE_ACTIONS = [
+    "glue:CreateTable",
+    "glue:UpdateTable",
+    "glue:DeleteTable",
+    "glue:CreatePartition",
+    "glue:BatchCreatePartition",
+    "glue:UpdatePartition",
+    "glue:BatchUpdatePartition",
+    "glue:DeletePartition",
+    "glue:BatchDeletePartition",
+]
+ATHENA_QUERY_ACTIONS = [
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:StopQueryExecution",
+    "athena:GetWorkGroup",
+]
+
+
+class PlatformStack(cdk.Stack):
+    """ECS cluster with webserver, daemon and code-location services, run and Batch compute."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: DeploySettings,
+        vpc: ec2.IVpc,
+        vpc_cidr: str,
+        data: DataStack,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.settings = settings
+        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        names = bucket_names(settings, self)
+        # Buckets by name: IAM statements on their keys then carry no cross-stack reference.
+        raw = s3.Bucket.from_bucket_name(self, "RawBucket", names["raw"])
+        lake = s3.Bucket.from_bucket_name(self, "LakeBucket", names["lake"])
+        image = ecs.ContainerImage.from_ecr_repository(
+            data.repository, tag=settings.image_tag or NO_IMAGE_TAG
+        )
+
+        cluster_name = settings.name
+        run_family = f"{settings.name}-run"
+        batch_name = f"{settings.name}-tensors"
+
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            cluster_name=cluster_name,
+            vpc=vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+        )
+        namespace = servicediscovery.PrivateDnsNamespace(
+            self, "Namespace", name=SERVICE_DISCOVERY_NAMESPACE, vpc=vpc
+        )
+
+        # --- identities ---------------------------------------------------------------------
+        def task_role(role_id: str, description: str) -> iam.Role:
+            return iam.Role(
+                self,
+                role_id,
+                assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                description=description,
+            )
+
+        self.webserver_role = task_role("WebserverRole", "Dagster webserver tasks")
+        self.daemon_role = task_role("DaemonRole", "Dagster daemon tasks")
+        self.code_location_role = task_role("CodeLocationRole", "Dagster code-location tasks")
+        self.run_role = task_role("RunRole", "Dagster run tasks launched by the EcsRunLauncher")
+        self.run_execution_role = task_role(
+            "RunExecutionRole", "Pulls the image, ships logs and reads the DB secret for runs"
+        )
+        self.batch_job_role = task_role("BatchJobRole", "AWS Batch jobs of the tensor step")
+
+        # --- network access -----------------------------------------------------------------
+        # Egress is closed except HTTPS (AWS APIs through the endpoints or the NAT gateway) and
+        # the ports granted below.
+        def security_group(sg_id: str, description: str) -> ec2.SecurityGroup:
+            group = ec2.SecurityGroup(
+                self, sg_id, vpc=vpc, description=description, allow_all_outbound=False
+            )
+            group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs")
+            return group
+
+        webserver_sg = security_group("WebserverSecurityGroup", "Dagster webserver tasks")
+        daemon_sg = security_group("DaemonSecurityGroup", "Dagster daemon tasks")
+        code_location_sg = security_group("CodeLocationSecurityGroup", "Dagster code location")
+        run_sg = security_group("RunSecurityGroup", "Dagster run tasks (launched by the daemon)")
+        batch_sg = security_group("BatchSecurityGroup", "AWS Batch jobs of the tensor step")
+
+        for client in (webserver_sg, daemon_sg):
+            client.connections.allow_to(
+                code_location_sg, ec2.Port.tcp(CODE_SERVER_PORT), "Dagster gRPC"
+            )
+        # Sensors run in the code location and read the instance, so it needs Postgres too.
+        for client in (webserver_sg, daemon_sg, code_location_sg, run_sg):
+            client.connections.allow_to_default_port(data.database, "Dagster instance storage")
+        for client in (run_sg, batch_sg):
+            client.connections.allow_to_default_port(data.scratch, "EFS scratch")
+
+        # --- configuration shared by the containers -----------------------------------------
+        db_environment = {
+            "DAGSTER_PG_HOST": data.database.db_instance_endpoint_address,
+            "DAGSTER_PG_PORT": data.database.db_instance_endpoint_port,
+            "DAGSTER_PG_DB": DB_NAME,
+            "DAGSTER_PG_USERNAME": DB_USERNAME,
+            "DAGSTER_COMPUTE_LOGS_BUCKET": names["lake"],
+            "AWS_REGION": self.region,
+        }
+        assert data.database_secret is not None
+        db_secrets = {
+            "DAGSTER_PG_PASSWORD": ecs.Secret.from_secrets_manager(data.database_secret, "password")
+        }
+        platform_environment = {
+            "PLATFORM_ENV": "aws",
+            "AWS_REGION": self.region,
+            "PLATFORM_RAW_URL": data.raw_url,
+            "PLATFORM_LAKE_URL": data.lake_url,
+            "PLATFORM_GLUE_DATABASE": data.glue_database_name,
+            "PLATFORM_ATHENA_WORKGROUP": data.athena_workgroup_name,
+            "PLATFORM_ATHENA_OUTPUT_URL": data.athena_output_url,
+            "PLATFORM_SCRATCH_DIR": SCRATCH_MOUNT_PATH,
+            "PLATFORM_RAW_EVENTS_QUEUE_URL": data.raw_events_queue.queue_url,
+            "PLATFORM_BATCH_JOB_QUEUE": batch_name,
+            "PLATFORM_BATCH_JOB_DEFINITION": batch_name,
+            "PLATFORM_ECS_CLUSTER": cluster_name,
+        }
+
+        # --- run tasks ----------------------------------------------------------------------
+        self.run_task = PlatformTask(
+            self,
+            "Run",
+            family=run_family,
+            image=image,
+            container_name=RUN_CONTAINER_NAME,
+            command=None,
+            cpu=RUN_CPU,
+            memory_mib=RUN_MEMORY_MIB,
+            task_role=self.run_role,
+            execution_role=self.run_execution_role,
+            environment={**platform_environment, **db_environment},
+            secrets=db_secrets,
+            log_retention=settings.log_retention,
+        )
+        self.run_task.task_definition.add_volume(
+            name="scratch",
+            efs_volume_configuration=ecs.EfsVolumeConfiguration(
+                file_system_id=data.scratch.file_system_id,
+                transit_encryption="ENABLED",
+                authorization_config=ecs.AuthorizationConfig(
+                    access_point_id=data.scratch_access_point.access_point_id, iam="ENABLED"
+                ),
+            ),
+        )
+        self.run_task.container.add_mount_points(
+            ecs.MountPoint(
+                container_path=SCRATCH_MOUNT_PATH, source_volume="scratch", read_only=False
+            )
+        )
+        launcher_environment = {
+            **db_environment,
+            "DAGSTER_RUN_TASK_DEFINITION": self.run_task.task_definition.task_definition_arn,
+        }
+
+        # --- Batch for the tensor step --------------------------------------------------------
+        self.batch = FargateBatchQueue(
+            self,
+            "Tensors",
+            name=batch_name,
+            vpc=vpc,
+            security_group=batch_sg,
+            image=image,
+            job_role=self.batch_job_role,
+            max_vcpus=settings.batch_max_vcpus,
+            environment=platform_environment,
+            scratch=data.scratch,
+            scratch_access_point=data.scratch_access_point,
+            scratch_path=SCRATCH_MOUNT_PATH,
+            log_retention=settings.log_retention,
+        )
+
+        # --- services -------------------------------------------------------------------------
+        self.webserver_task = PlatformTask(
+            self,
+            "Webserver",
+            family=f"{settings.name}-webserver",
+            image=image,
+            container_name="webserver",
+            command=WEBSERVER_COMMAND,
+            cpu=1024,
+            memory_mib=2048,
+            task_role=self.webserver_role,
+            environment=launcher_environment,
+            secrets=db_secrets,
+            log_retention=settings.log_retention,
+            port_mappings=[ecs.PortMapping(container_port=WEBSERVER_PORT)],
+        )
+        self.daemon_task = PlatformTask(
+            self,
+            "Daemon",
+            family=f"{settings.name}-daemon",
+            image=image,
+            container_name="daemon",
+            command=DAEMON_COMMAND,
+            cpu=512,
+            memory_mib=2048,
+            task_role=self.daemon_role,
+            environment=launcher_environment,
+            secrets=db_secrets,
+            log_retention=settings.log_retention,
+        )
+        self.code_location_task = PlatformTask(
+            self,
+            "CodeLocation",
+            family=f"{settings.name}-code-location",
+            image=image,
+            container_name="code-location",
+            command=CODE_SERVER_COMMAND,
+            cpu=1024,
+            memory_mib=2048,
+            task_role=self.code_location_role,
+            environment={**platform_environment, **db_environment},
+            secrets=db_secrets,
+            log_retention=settings.log_retention,
+            port_mappings=[ecs.PortMapping(container_port=CODE_SERVER_PORT)],
+            health_check=ecs.HealthCheck(
+                command=["CMD", *CODE_SERVER_HEALTH_CHECK],
+                interval=cdk.Duration.seconds(30),
+                timeout=cdk.Duration.seconds(10),
+                retries=3,
+                start_period=cdk.Duration.seconds(120),
+            ),
+        )
+
+        desired = 1 if settings.services_running else 0
+        common_service_options: dict[str, Any] = {
+            "cluster": self.cluster,
+            "vpc_subnets": private,
+            "assign_public_ip": False,
+            "desired_count": desired,
+            "circuit_breaker": ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            "propagate_tags": ecs.PropagatedTagSource.SERVICE,
+            "enable_ecs_managed_tags": True,
+        }
+        self.code_location_service = ecs.FargateService(
+            self,
+            "CodeLocationService",
+            service_name=f"{settings.name}-code-location",
+            task_definition=self.code_location_task.task_definition,
+            security_groups=[code_location_sg],
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            cloud_map_options=ecs.CloudMapOptions(
+                name=CODE_LOCATION_SERVICE_NAME,
+                cloud_map_namespace=namespace,
+                dns_record_type=servicediscovery.DnsRecordType.A,
+                dns_ttl=cdk.Duration.seconds(10),
+            ),
+            **common_service_options,
+        )
+        self.webserver_service = ecs.FargateService(
+            self,
+            "WebserverService",
+            service_name=f"{settings.name}-webserver",
+            task_definition=self.webserver_task.task_definition,
+            security_groups=[webserver_sg],
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            health_check_grace_period=cdk.Duration.seconds(120),
+            **common_service_options,
+        )
+        # Exactly one daemon: stop the old task before starting the new one. Runs are started
+        # with this task's network configuration (use_current_ecs_task_config), so the daemon
+        # also carries the run security group.
+        self.daemon_service = ecs.FargateService(
+            self,
+            "DaemonService",
+            service_name=f"{settings.name}-daemon",
+            task_definition=self.daemon_task.task_definition,
+            security_groups=[daemon_sg, run_sg],
+            min_healthy_percent=0,
+            max_healthy_percent=100,
+            **common_service_options,
+        )
+
+        self.webserver_load_balancer = WebserverLoadBalancer(
+            self,
+            "WebserverAccess",
+            vpc=vpc,
+            vpc_cidr=vpc_cidr,
+            service=self.webserver_service,
+            container_name="webserver",
+            port=WEBSERVER_PORT,
+            access=settings.webserver_access,
+            access_logs_bucket=data.access_logs_bucket,
+            certificate_arn=settings.certificate_arn,
+            domain_name=settings.webserver_domain,
+            allowed_cidr=settings.allowed_cidr,
+            cognito_domain_prefix=settings.cognito_domain_prefix,
+            oidc_issuer=settings.oidc.issuer if settings.oidc else None,
+            oidc_authorization_endpoint=(
+                settings.oidc.authorization_endpoint if settings.oidc else None
+            ),
+            oidc_token_endpoint=settings.oidc.token_endpoint if settings.oidc else None,
+            oidc_user_info_endpoint=settings.oidc.user_info_endpoint if settings.oidc else None,
+            oidc_client_id=settings.oidc.client_id if settings.oidc else None,
+            oidc_client_secret_name=settings.oidc.client_secret_name if settings.oidc else None,
+        )
+
+        # --- permissions ----------------------------------------------------------------------
+        cluster_tasks = self.format_arn(
+            service="ecs", resource="task", resource_name=f"{cluster_name}/*"
+        )
+        run_task_definitions = self.format_arn(
+            service="ecs", resource="task-definition", resource_name=f"{run_family}:*"
+        )
+        run_roles = [self.run_role, self.run_execution_role]
+
+        # Webserver: shows step logs, and stops run tasks when a user terminates a run.
+        lake.grant_read(self.webserver_role, f"{COMPUTE_LOGS_PREFIX}/*")
+        _grant_watch_tasks(self.webserver_role, cluster_tasks=cluster_tasks)
+
+        # Daemon: launches, resumes and stops run tasks of the run family only, passes only the
+        # run roles, reads a failed run's log stream for the failure message.
+        _grant_launch_tasks(
+            self.daemon_role,
+            cluster_arn=self.cluster.cluster_arn,
+            cluster_tasks=cluster_tasks,
+            task_definitions=run_task_definitions,
+            roles=run_roles,
+        )
+        self.daemon_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadOwnTaskNetworkConfiguration",
+                actions=["ec2:DescribeNetworkInterfaces"],
+                resources=["*"],
+            )
+        )
+        self.run_task.log_group.grant_read(self.daemon_role)
+
+        # Code location: evaluates the raw-upload sensor (listing or queue mode).
+        raw.grant_read(self.code_location_role, f"{RAW_PREFIX}/*")
+        data.raw_events_queue.grant_consume_messages(self.code_location_role)
+
+        # Runs: read raw, write the lake (data, Athena results, compute logs), the platform's
+        # catalog, the Batch queue and ECS tasks of their own family through Pipes, EFS scratch.
+        raw.grant_read(self.run_role, f"{RAW_PREFIX}/*")
+        lake.grant_read_write(self.run_role)
+        self._grant_catalog(self.run_role, data=data, write=True)
+        data.scratch.grant_read_write(self.run_role)
+        self.run_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="SubmitToPlatformBatchQueue",
+                actions=["batch:SubmitJob"],
+                resources=[
+                    self.batch.job_queue.job_queue_arn,
+                    self.format_arn(
+                        service="batch", resource="job-definition", resource_name=batch_name
+                    ),
+                    self.format_arn(
+                        service="batch", resource="job-definition", resource_name=f"{batch_name}:*"
+                    ),
+                ],
+            )
+        )
+        self.run_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ManageOwnBatchJobs",
+                actions=["batch:TerminateJob", "batch:TagResource"],
+                resources=[self.format_arn(service="batch", resource="job", resource_name="*")],
+            )
+        )
+        self.run_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="FollowBatchJobs", actions=["batch:DescribeJobs"], resources=["*"]
+            )
+        )
+        self.batch.log_group.grant_read(self.run_role)
+        _grant_launch_tasks(
+            self.run_role,
+            cluster_arn=self.cluster.cluster_arn,
+            cluster_tasks=cluster_tasks,
+            task_definitions=run_task_definitions,
+            roles=run_roles,
+        )
+        self.run_task.log_group.grant_read(self.run_role)
+
+        # Batch jobs of the tensor step: read raw images, read/write the lake, read the catalog.
+        raw.grant_read(self.batch_job_role, f"{RAW_PREFIX}/*")
+        lake.grant_read_write(self.batch_job_role)
+        self._grant_catalog(self.batch_job_role, data=data, write=False)
+        data.scratch.grant_read_write(self.batch_job_role)
+
+        cdk.CfnOutput(
+            self,
+            "WebserverUrl",
+            value=("https://" if settings.certificate_arn else "http://")
+            + (settings.webserver_domain or self.webserver_load_balancer.load_balancer.load_balancer_dns_name),
+        )
+        cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
+        if not settings.services_running:
+            cdk.Annotations.of(self).add_warning_v2(
+                "data-platform:no-image-tag",
+                "No image tag given (-c image_tag=...): services are created with no running "
+                "tasks. Push an image and deploy again with its tag (see deploy/README.md).",
+            )
+
+        acknowledge_reviewed_iam_wildcards(self)
+
+    def _grant_catalog(self, role: iam.IRole, *, data: DataStack, write: bool) -> None:
+        """Glue on the platform's database and its tables, Athena on its workgroup."""
+        database = data.glue_database_name
+        glue_resources = [
+            self.format_arn(service="glue", resource="catalog"),
+            self.format_arn(service="glue", resource="database", resource_name=database),
+            self.format_arn(service="glue", resource="table", resource_name=f"{database}/*"),
+        ]
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=GLUE_READ_ACTIONS + (GLUE_WRITE_ACTIONS if write else []),
+                resources=glue_resources,
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=ATHENA_QUERY_ACTIONS,
+                resources=[
+                    self.format_arn(
+                        service="athena",
+                        resource="workgroup",
+                        resource_name=data.athena_workgroup_name,
+                    )
+                ],
+            )
+        )
+
+
+def _grant_watch_tasks(role: iam.IRole, *, cluster_tasks: str) -> None:
+    """Describe and stop tasks in the platform's cluster; describe task definitions."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecs:DescribeTasks", "ecs:StopTask"], resources=[cluster_tasks]
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["ecs:DescribeTaskDefinition"], resources=["*"])
+    )
+
+
+def _grant_launch_tasks(
+    role: iam.IRole,
+    *,
+    cluster_arn: str,
+    cluster_tasks: str,
+    task_definitions: str,
+    roles: list[iam.Role],
+) -> None:
+    """Run (and tag, watch, stop) tasks of one task definition family in one cluster."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecs:RunTask"],
+            resources=[task_definitions],
+            conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecs:TagResource"],
+            resources=[cluster_tasks],
+            conditions={"StringEquals": {"ecs:CreateAction": "RunTask"}},
+        )
+    )
+    _grant_watch_tasks(role, cluster_tasks=cluster_tasks)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["iam:PassRole"],
+            resources=[r.role_arn for r in roles],
+            conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        )
+    )
