@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 import unicodedata
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,11 @@ class Contract:
         if fmt.type == "csv":
             fmt_d.update(
                 delimiter=fmt.delimiter, quote=fmt.quote, escape=fmt.escape, header=fmt.header,
-                encoding=fmt.encoding,
             )
+        fmt_d["encoding"] = fmt.encoding
         fmt_d["compression"] = fmt.compression
+        if fmt.max_line_bytes != FileFormat.max_line_bytes:
+            fmt_d["max_line_bytes"] = fmt.max_line_bytes
         if tuple(fmt.null_markers) != DEFAULT_NULL_MARKERS:
             fmt_d["null_markers"] = list(fmt.null_markers)
         if fmt.timezone != "UTC":
@@ -244,7 +247,18 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
         if not isinstance(markers, list) or not all(isinstance(m, str) for m in markers):
             raise _err(where, "format.null_markers must be a list of strings")
         fmt_kwargs["null_markers"] = tuple(markers)
+    for opt, want in (("header", bool), ("max_line_bytes", int)):
+        if opt in fmt_kwargs and type(fmt_kwargs[opt]) is not want:
+            raise _err(where, f"format.{opt} must be a {want.__name__}, "
+                              f"not {fmt_kwargs[opt]!r}")
+    for opt in ("type", "delimiter", "quote", "escape", "encoding", "compression", "timezone"):
+        if opt in fmt_kwargs and not isinstance(fmt_kwargs[opt], str):
+            raise _err(where, f"format.{opt} must be a string, not {fmt_kwargs[opt]!r}")
     fmt = FileFormat(**fmt_kwargs)
+    try:
+        zoneinfo.ZoneInfo(fmt.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _err(where, f"format.timezone {fmt.timezone!r} is not a known time zone") from None
     if fmt.type not in FORMATS:
         raise _err(where, f"format.type {fmt.type!r} must be one of {FORMATS}")
     if fmt.compression not in ("auto", "none", "gzip"):
@@ -261,6 +275,9 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
         if extra:
             raise _err(where, f"columns[{i}] has unknown keys {sorted(extra)}")
         col_name = str(raw_col["name"])
+        if not isinstance(raw_col.get("nullable", True), bool):
+            raise _err(where, f"column {col_name}: nullable must be true or false, "
+                              f"not {raw_col['nullable']!r}")
         if normalize_name(col_name) != col_name:
             raise _err(where, f"column {col_name!r} is not snake_case; use "
                               f"{normalize_name(col_name)!r} with source: {col_name!r}")
@@ -292,8 +309,14 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
         raise _err(where, "primary_key and partition_column need declared columns")
 
     checks = data.get("checks") or {}
-    warn = float(checks.get("rejected_share_warn", 0.01))
-    error = float(checks.get("rejected_share_error", 0.10))
+    if not isinstance(checks, dict) or set(checks) - {"rejected_share_warn",
+                                                      "rejected_share_error"}:
+        raise _err(where, "checks may only set rejected_share_warn and rejected_share_error")
+    try:
+        warn = float(checks.get("rejected_share_warn", 0.01))
+        error = float(checks.get("rejected_share_error", 0.10))
+    except (TypeError, ValueError):
+        raise _err(where, "checks thresholds must be numbers between 0 and 1") from None
     if not (0 <= warn <= error <= 1):
         raise _err(where, "checks need 0 <= rejected_share_warn <= rejected_share_error <= 1")
     if kind == "images":

@@ -290,8 +290,6 @@ def test_bad_format(fmt, message):
         parse_contract(_valid(format=fmt))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nullable and format.header are not type-checked; "
-                                       "the strings 'false' / 'no' are accepted and act as true")
 @pytest.mark.parametrize(
     "data",
     [
@@ -305,15 +303,11 @@ def test_boolean_options_must_be_booleans(data):
         parse_contract(data)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-numeric threshold raises a bare ValueError "
-                                       "from float() that does not name the file")
 def test_non_numeric_threshold_is_a_contract_error():
     with pytest.raises(ContractError, match="x.yaml"):
         parse_contract(_valid(checks={"rejected_share_warn": "lots"}), where="x.yaml")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: format.timezone is not validated; an unknown zone "
-                                       "only fails later inside DuckDB during cleaning")
 def test_unknown_timezone_is_a_contract_error():
     with pytest.raises(ContractError, match="timezone"):
         parse_contract(_valid(format={"type": "csv", "timezone": "Mars/Olympus_Mons"}))
@@ -407,13 +401,11 @@ def test_jsonl_contract_round_trips():
     assert _same(parse_contract(c.to_dict()), c)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: to_dict drops format.max_line_bytes")
 def test_max_line_bytes_round_trips():
     c = parse_contract({"name": "t", "format": {"max_line_bytes": 1024}})
     assert parse_contract(c.to_dict()).format.max_line_bytes == 1024
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: to_dict drops format.encoding for jsonl contracts")
 def test_jsonl_encoding_round_trips():
     c = parse_contract({"name": "t", "format": {"type": "jsonl", "encoding": "latin-1"}})
     assert parse_contract(c.to_dict()).format.encoding == "latin-1"
