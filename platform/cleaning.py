@@ -16,7 +16,6 @@ raise.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import dataclasses
 import gzip
@@ -132,27 +131,102 @@ def _sniff_text(path: Path, compression: str, contract: Contract) -> bytes:
     return head
 
 
+def _csv_reader(lines, fmt):
+    return csv.reader(lines, delimiter=fmt.delimiter, quotechar=fmt.quote,
+                      doublequote=fmt.escape == fmt.quote,
+                      escapechar=None if fmt.escape == fmt.quote else fmt.escape)
+
+
 def read_header(path: Path, contract: Contract) -> list[str]:
-    """Return the raw header fields of a CSV file; raises CleanError when unreadable."""
+    """Return the raw header fields of a CSV file; raises CleanError when unreadable.
+
+    Only the header's own bytes are decoded, so a bad byte further down the file rejects that
+    row later instead of failing the whole file here.
+    """
     fmt = contract.format
     compression = _compression(path, contract)
     _sniff_text(path, compression, contract)
     opener = gzip.open if compression == "gzip" else open
+    raw_lines: list[bytes] = []
     try:
         with opener(path, "rb") as raw:
-            text = io.TextIOWrapper(raw, encoding=fmt.encoding, errors="strict", newline="")
-            reader = csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote,
-                                doublequote=fmt.escape == fmt.quote,
-                                escapechar=None if fmt.escape == fmt.quote else fmt.escape)
-            csv.field_size_limit(fmt.max_line_bytes)
-            header = next(reader, None)
+            # A header may span lines only inside quotes; read on while a quote is open.
+            while len(raw_lines) < 100:
+                line = raw.readline(fmt.max_line_bytes)
+                if not line:
+                    break
+                raw_lines.append(line)
+                if b"".join(raw_lines).count(fmt.quote.encode()) % 2 == 0:
+                    break
+        text = b"".join(raw_lines).decode(fmt.encoding)
+        header = next(_csv_reader(io.StringIO(text, newline=""), fmt), None)
     except UnicodeDecodeError as e:
         raise CleanError(f"the header is not valid {fmt.encoding}: {e}") from None
-    except csv.Error as e:
+    except (csv.Error, OSError, EOFError) as e:
         raise CleanError(f"cannot parse the header line: {e}") from None
     if not header or all(not h.strip() for h in header):
         raise CleanError("the first line (header) is empty")
     return header
+
+
+def _physical_lines(path: Path, compression: str, offsets: list[int]) -> dict[int, int]:
+    """Map byte offsets (in the decompressed stream) to 1-based physical line numbers."""
+    opener = gzip.open if compression == "gzip" else open
+    result, lines, pos = {}, 1, 0
+    pending = sorted(set(offsets))
+    with opener(path, "rb") as f:
+        while pending:
+            chunk = f.read(1 << 22)
+            if not chunk:
+                break
+            end = pos + len(chunk)
+            while pending and pending[0] < end:
+                off = pending.pop(0)
+                result[off] = lines + chunk.count(b"\n", 0, off - pos)
+            lines += chunk.count(b"\n")
+            pos = end
+    for off in pending:
+        result[off] = lines
+    return result
+
+
+def _record_start_lines(path: Path, compression: str, contract: Contract, wanted: set[int],
+                        skip_lines: set[int]) -> dict[int, int]:
+    """Map record ordinals (1-based, over records DuckDB parsed) to their first physical line.
+
+    Walks the file with Python's csv reader, which tracks physical lines through quoted
+    newlines; blank lines and records DuckDB rejected (`skip_lines`) are not counted.
+    """
+    fmt = contract.format
+    opener = gzip.open if compression == "gzip" else open
+    found: dict[int, int] = {}
+    if not wanted:
+        return found
+    last = max(wanted)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, fmt.max_line_bytes))
+    try:
+        with opener(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding=fmt.encoding, errors="replace", newline="")
+            reader = _csv_reader(text, fmt)
+            prev_end, ordinal = 0, 0
+            if fmt.header:
+                next(reader, None)
+                prev_end = reader.line_num
+            for row in reader:
+                start, prev_end = prev_end + 1, reader.line_num
+                if not row or start in skip_lines:
+                    continue
+                ordinal += 1
+                if ordinal in wanted:
+                    found[ordinal] = start
+                    if ordinal >= last:
+                        break
+    except csv.Error:
+        pass  # records the Python reader cannot follow keep no line number
+    finally:
+        csv.field_size_limit(limit)
+    return found
 
 
 def infer_columns(path: Path, contract: Contract, scratch: Path) -> tuple[Column, ...]:
@@ -263,6 +337,8 @@ def clean_file(
     bytes_in = path.stat().st_size
     con = _connect(staging, memory_limit=memory_limit, threads=threads)
     try:
+        # Timestamps written without an offset are read in the contract's zone.
+        con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
         if fmt.type == "csv":
             result = _clean_csv(con, path, contract, staging, source_key, compression)
         else:
@@ -337,8 +413,6 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         f"rejects_table='reject_errors', rejects_scan='reject_scans', "
         f"timestampformat='ISO', dateformat='%Y-%m-%d')"
     )
-    if fmt.timezone != "UTC":
-        con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
     select_cols = ", ".join(
         _q(c.name) if c.name not in missing else f"CAST(NULL AS {c.sql_type}) AS {_q(c.name)}"
         for c in contract.columns
@@ -358,10 +432,17 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     files = _collect_ok(pass_dir)
     bad_root = pass_dir / "_ok=false"
     contract_rejects = sum(_footer_rows(p) for p in bad_root.rglob("*.parquet")) if bad_root.exists() else 0
-    parse_reject_lines = [
-        r[0] for r in con.execute("SELECT DISTINCT line FROM reject_errors ORDER BY line").fetchall()
-    ]
-    parse_rejects = len(parse_reject_lines)
+    # DuckDB numbers lines counting a multi-line record as one; the byte position of each
+    # rejected line gives its physical line in the file.
+    positions = con.execute(
+        "SELECT line, min(line_byte_position) FROM reject_errors GROUP BY line").fetchall()
+    physical = _physical_lines(path, compression, [p for _, p in positions]) if positions else {}
+    con.execute("CREATE TEMP TABLE reject_lines (line BIGINT, physical BIGINT)")
+    if positions:
+        con.executemany("INSERT INTO reject_lines VALUES (?, ?)",
+                        [(line, physical[p]) for line, p in positions])
+    parse_reject_lines = {physical[p] for _, p in positions}
+    parse_rejects = len(positions)
 
     # Rejected rows: parse errors straight from DuckDB's reject table (exact line, raw text);
     # contract breaks located by a second scan that numbers the parsed records, run only when
@@ -371,12 +452,13 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         "column_name VARCHAR, reason VARCHAR, raw VARCHAR)"
     )
     con.execute(
-        f"INSERT INTO rejected SELECT {_lit(source_key)}, line, "
+        f"INSERT INTO rejected SELECT {_lit(source_key)}, any_value(physical), "
         "string_agg(DISTINCT CAST(error_type AS VARCHAR), ', '), "
         "string_agg(DISTINCT column_name, ', ') FILTER (WHERE error_type <> 'MISSING COLUMNS'), "
         "coalesce(string_agg(DISTINCT error_message, '; ') FILTER (WHERE error_type <> 'MISSING COLUMNS'), "
         "min(error_message)), "
-        "first(csv_line) FROM reject_errors GROUP BY line"
+        "ltrim(first(csv_line), chr(10) || chr(13)) "
+        "FROM reject_errors JOIN reject_lines USING (line) GROUP BY line"
     )
     if contract_rejects:
         con.execute("SET preserve_insertion_order=true")
@@ -388,17 +470,13 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
             f"CAST(to_json(struct_pack({select_cols})) AS VARCHAR) AS _raw "
             f"FROM {reader}) WHERE NOT _ok".replace(reader, reader2)
         ).fetchall()
-        first_line = 2 if fmt.header else 1
-        out = []
-        for record, reason, raw in rows:
-            line = first_line + record - 1
-            while True:  # skip the lines DuckDB rejected before this record
-                shifted = first_line + record - 1 + bisect.bisect_right(parse_reject_lines, line)
-                if shifted == line:
-                    break
-                line = shifted
-            out.append((source_key, line, "NOT NULL", reason,
-                        f"null in non-nullable column(s): {reason}", raw))
+        starts = _record_start_lines(path, compression, contract, {r[0] for r in rows},
+                                     parse_reject_lines)
+        out = [
+            (source_key, starts.get(record), "NOT NULL", reason,
+             f"null in non-nullable column(s): {reason}", raw)
+            for record, reason, raw in rows
+        ]
         con.executemany("INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?)", out)
 
     rejected_file = _write_rejected(con, staging)
@@ -464,29 +542,37 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
         except duckdb.Error as e:
             raise CleanError(f"cannot read the file as Parquet: {_short(e)}") from None
         norm = dict(zip(normalize_names(names), names))
-        base = (f"(SELECT *, file_row_number + 1 AS _line, true AS _valid, NULL AS _raw "
-                f"FROM read_parquet({_lit(str(path))}, file_row_number=true))")
+        # The raw text of a rejected Parquet row is its source values, before any cast.
+        base = (f"(SELECT *, file_row_number + 1 AS _line, true AS _valid, "
+                f"CAST(to_json(struct_pack({', '.join(_q(n) for n in names)})) AS VARCHAR) "
+                f"AS _raw FROM read_parquet({_lit(str(path))}, file_row_number=true))")
         structural = "NULL"
 
         def value(c: Column) -> str:
             src_name = c.source if c.source in names else norm.get(c.name)
             return _q(src_name) if src_name else "NULL"
 
-    casts, reasons = [], [structural]
+    casts, reasons, bad_columns = [], [structural], []
     for c in contract.columns:
         v = value(c)
         casts.append(f"TRY_CAST({v} AS {c.sql_type}) AS {_q(c.name)}")
+        cast_fails = f"_valid AND ({v}) IS NOT NULL AND TRY_CAST({v} AS {c.sql_type}) IS NULL"
         reasons.append(
-            f"CASE WHEN _valid AND ({v}) IS NOT NULL AND TRY_CAST({v} AS {c.sql_type}) IS NULL "
-            f"THEN 'column {c.name}: cannot convert ' || CAST({v} AS VARCHAR) || ' to {c.type}' END"
+            f"CASE WHEN {cast_fails} THEN 'column {c.name}: cannot convert ' || "
+            f"CAST({v} AS VARCHAR) || ' to {c.type}' END"
         )
+        fails = cast_fails
         if not c.nullable:
             reasons.append(f"CASE WHEN _valid AND ({v}) IS NULL THEN "
                            f"'column {c.name}: null in a non-nullable column' END")
+            fails = f"({cast_fails}) OR (_valid AND ({v}) IS NULL)"
+        bad_columns.append(f"CASE WHEN {fails} THEN {_lit(c.name)} END")
     reason = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')"
+    bad = f"NULLIF(concat_ws(', ', {', '.join(bad_columns)}), '')"
     try:
         con.execute(
             f"CREATE TEMP TABLE staged AS SELECT _line, _raw, _valid, {reason} AS _reason, "
+            f"{bad} AS _bad_columns, "
             f"{', '.join(casts)} FROM {base}"
         )
     except duckdb.Error as e:
@@ -508,7 +594,7 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
         "CREATE TEMP TABLE rejected AS SELECT "
         f"{_lit(source_key)} AS source_key, _line AS line, "
         "CASE WHEN NOT _valid THEN 'PARSE' ELSE 'CAST' END AS error_type, "
-        "NULL::VARCHAR AS column_name, _reason AS reason, "
+        "_bad_columns AS column_name, _reason AS reason, "
         f"coalesce(_raw, CAST(to_json(struct_pack({col_list})) AS VARCHAR)) AS raw "
         "FROM staged WHERE _reason IS NOT NULL"
     )

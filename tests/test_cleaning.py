@@ -392,8 +392,6 @@ def test_jsonl_gzip(tmp_path):
     assert [r["id"] for r in _rows(result, "id")] == [1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the JSON Lines path never applies format.timezone; "
-                                       "offset-less timestamps are always read as UTC")
 def test_jsonl_timestamps_without_offset_use_the_contract_timezone(tmp_path):
     contract = _contract([{"name": "ts", "type": "timestamp"}],
                          {"type": "jsonl", "timezone": "Europe/Berlin"})
@@ -402,8 +400,6 @@ def test_jsonl_timestamps_without_offset_use_the_contract_timezone(tmp_path):
     assert _rows(result) == [{"ts": dt.datetime(2024, 1, 31, 9, tzinfo=UTC)}]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: JSON Lines / Parquet rejects leave column_name null "
-                                       "even when one column caused the reject (CSV fills it)")
 def test_jsonl_reject_names_the_column(tmp_path):
     contract = _contract(JSONL_COLUMNS, {"type": "jsonl"})
     result = _clean(tmp_path, "a.jsonl", '{"id": 2, "price": "abc"}\n', contract)
@@ -443,8 +439,6 @@ def test_parquet_input_with_bad_values(tmp_path):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Parquet rejects store the values after TRY_CAST in "
-                                       "`raw`, so the offending value shows as null")
 def test_parquet_reject_raw_keeps_the_original_value(tmp_path):
     contract = _contract(PARQUET_COLUMNS, {"type": "parquet"})
     path = _write_parquet(tmp_path)
@@ -572,8 +566,6 @@ def test_quoted_newline_is_kept_in_the_value(tmp_path):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after a record spanning several lines, parse "
-                                       "rejects carry DuckDB's record number, not the file line")
 def test_parse_reject_line_after_a_quoted_newline(tmp_path):
     text = 'id,name\n1,"multi\nline"\n2,b,extra\nx,c\n'
     result = _clean(tmp_path, "a.csv", text, _contract(ID_NAME))
@@ -581,8 +573,6 @@ def test_parse_reject_line_after_a_quoted_newline(tmp_path):
     assert [(r["line"], r["raw"]) for r in _rejected(result)] == [(4, "2,b,extra"), (5, "x,c")]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: NOT NULL reject lines ignore blank lines before "
-                                       "the row (DuckDB skips them when numbering records)")
 def test_not_null_reject_line_after_a_blank_line(tmp_path):
     contract = _contract([{"name": "id", "type": "int"},
                           {"name": "name", "type": "string", "nullable": False}])
@@ -604,9 +594,6 @@ def test_invalid_utf8_deep_in_the_file_rejects_only_that_row(tmp_path):
     assert (rej["line"], rej["error_type"]) == (5002, "INVALID ENCODING")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: read_header decodes the whole first 8 KB chunk, so a "
-                                       "bad byte in an early data row fails the file as "
-                                       "'the header is not valid utf-8'")
 def test_invalid_utf8_in_an_early_row_rejects_only_that_row(tmp_path):
     content = b"id,name\n1,ok\n2,bad\xff\xfevalue\n3,fine\n"
     result = _clean(tmp_path, "a.csv", content, _contract(ID_NAME))
