@@ -1,9 +1,11 @@
 """Network stack: the VPC every other resource lives in.
 
 Public subnets hold only the NAT gateway(s) and, when the webserver is internet-facing, the load
-balancer; every task, database and file system sits in private subnets. S3 traffic (raw, lake,
-ECR image layers) goes through a free gateway endpoint; the interface endpoints for ECR, logs and
-Secrets Manager keep image pulls and log shipping of every run task off the NAT gateway.
+balancer; every task, database and file system sits in private subnets. The bulk of the traffic
+(raw and lake objects, and ECR image layers, which ECR serves from S3) goes through the free S3
+gateway endpoint. Interface endpoints for the ECR API, CloudWatch Logs and Secrets Manager are
+optional (`-c interface_endpoints=true`): they keep those calls off the NAT gateway, but at about
+$16 a month each they only pay for themselves at hundreds of GB a month (see README.md).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from constructs import Construct
 
 from stacks.settings import DeploySettings
 
-# Interface endpoints worth their hourly price: every task start pulls the image from ECR
-# (API + Docker registry), every container ships logs, every task start reads the DB secret.
+# The AWS APIs every task start and every container uses: image manifests and auth (ECR API and
+# registry), log shipping, and the DB secret.
 INTERFACE_ENDPOINTS = {
     "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
     "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,

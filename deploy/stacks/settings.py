@@ -84,7 +84,7 @@ class DeploySettings:
     vpc_cidr: str = "10.40.0.0/16"
     max_azs: int = 2
     nat_gateways: int = 1
-    interface_endpoints: bool = True
+    interface_endpoints: bool = False
     db_instance_class: str = "t4g.small"
     db_multi_az: bool = False
     db_deletion_protection: bool = True

@@ -27,12 +27,14 @@ CERTIFICATE = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/00000000-0000-0000-00
 PUBLIC_CONTEXTS: dict[str, dict[str, str]] = {
     "cognito": {
         "webserver_access": "cognito",
+        "interface_endpoints": "true",
         "certificate_arn": CERTIFICATE,
         "webserver_domain": "dagster.example.com",
         "cognito_domain_prefix": "example-dagster",
     },
     "oidc": {
         "webserver_access": "oidc",
+        "interface_endpoints": "true",
         "certificate_arn": CERTIFICATE,
         "webserver_domain": "dagster.example.com",
         "oidc_issuer": "https://login.example.com",

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import DEPLOY, REPO
+
+pytestmark = pytest.mark.deploy
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
@@ -119,13 +122,38 @@ def test_image_command_is_the_code_location_of_the_task_definition(deploy_module
 # --- the wheel and the code location ----------------------------------------------------------
 
 
+def copy_builder_sources(workdir: Path) -> None:
+    """Reproduce the builder stage's COPY instructions (build context = repository root)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for stage, keyword, args in instructions():
+        if stage != 0 or keyword != "COPY":
+            continue
+        *sources, target = args.split()
+        assert not any(s.startswith("--") for s in sources), args
+        for source in sources:
+            path = REPO / source
+            assert path.exists(), f"docker build would fail: {source} is not in the build context"
+            if len(sources) == 1 and not target.endswith("/") and target not in (".", "./"):
+                destination = workdir / target
+            else:
+                destination = workdir / target / path.name
+            if path.is_dir():
+                shutil.copytree(path, destination, ignore=ignore)
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, destination)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel the Dockerfile's builder stage installs (pip wheel --no-deps of the repo)."""
+    """The wheel the Dockerfile's builder stage installs: `pip wheel --no-deps` of exactly the
+    files it copies (so a file the image build lacks fails here too)."""
+    sources = tmp_path_factory.mktemp("image-build-context")
+    copy_builder_sources(sources)
     out = tmp_path_factory.mktemp("image-wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-         "--wheel-dir", str(out), str(REPO)],
+         "--wheel-dir", str(out), str(sources)],
         check=True, capture_output=True, timeout=300,
     )
     (whl,) = out.glob("data_platform-*.whl")

@@ -12,6 +12,8 @@ import yaml
 
 from .conftest import DEPLOY
 
+pytestmark = pytest.mark.deploy
+
 INSTANCE_ENV = {
     "DAGSTER_PG_HOST": "db.internal",
     "DAGSTER_PG_PORT": "5432",

@@ -459,14 +459,32 @@ def test_log_groups_have_retention_and_every_container_logs(synthesized: Synthes
         assert container["LogConfiguration"]["LogDriver"] == "awslogs", name
 
 
-def test_network_keeps_tasks_private_and_has_endpoints(synthesized: Synthesized):
-    endpoints = synthesized.resources("AWS::EC2::VPCEndpoint")
-    types = {e["Properties"].get("VpcEndpointType", "Gateway") for e in endpoints.values()}
-    assert types == {"Gateway", "Interface"}
-    names = json.dumps([e["Properties"]["ServiceName"] for e in endpoints.values()])
-    for service in ("s3", "ecr.api", "ecr.dkr", "logs", "secretsmanager"):
-        assert f".{service}" in names, service
-    assert synthesized.resources("AWS::EC2::FlowLog")
+def endpoint_services(synth: Synthesized) -> dict[str, str]:
+    """VPC endpoints by type: the service names as one string."""
+    found: dict[str, list] = {}
+    for e in synth.resources("AWS::EC2::VPCEndpoint").values():
+        kind = e["Properties"].get("VpcEndpointType", "Gateway")
+        found.setdefault(kind, []).append(e["Properties"]["ServiceName"])
+    return {kind: json.dumps(names) for kind, names in found.items()}
+
+
+def test_network_has_an_s3_gateway_endpoint_and_flow_logs(synthesized: Synthesized):
+    endpoints = endpoint_services(synthesized)
+    assert set(endpoints) == {"Gateway"}, "interface endpoints are opt-in"
+    assert ".s3" in endpoints["Gateway"]
+    (flow_log,) = synthesized.resources("AWS::EC2::FlowLog").values()
+    assert flow_log["Properties"]["LogDestinationType"] == "cloud-watch-logs"
+    (nat,) = synthesized.resources("AWS::EC2::NatGateway").values()
+    assert "public" in json.dumps(nat["Properties"]["SubnetId"]).lower()
+
+
+def test_interface_endpoints_on_request_admit_only_the_vpc(synthesized_public: Synthesized):
+    endpoints = endpoint_services(synthesized_public)
+    for service in ("ecr.api", "ecr.dkr", "logs", "secretsmanager"):
+        assert f".{service}" in endpoints["Interface"], service
+    for group in synthesized_public.resources("AWS::EC2::SecurityGroup", "Network").values():
+        for rule in group["Properties"].get("SecurityGroupIngress", []):
+            assert rule["CidrIp"] == "10.40.0.0/16" and rule["FromPort"] == 443
 
 
 # --- webserver access ---------------------------------------------------------------------------
