@@ -159,7 +159,7 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
     @dg.sensor(
         name="raw_uploads_sensor",
         jobs=[d.job for d in datasets.values()],
-        minimum_interval_seconds=10,
+        minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches raw/<dataset>/ for new or changed files, adds one partition per "
                     "file and launches batched ingest runs; never launches the same content "
