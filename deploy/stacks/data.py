@@ -275,7 +275,11 @@ class DataStack(cdk.Stack):
                 sid="DenyInsecureTransport",
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
-                actions=["*"],
+                actions=[
+                    "elasticfilesystem:ClientMount",
+                    "elasticfilesystem:ClientWrite",
+                    "elasticfilesystem:ClientRootAccess",
+                ],
                 conditions={"Bool": {"aws:SecureTransport": "false"}},
             )
         )

@@ -535,7 +535,26 @@ def test_public_webserver_without_certificate_is_refused(deploy_modules):
 # --- IAM ----------------------------------------------------------------------------------------
 
 
+def policy_statements(node: Any) -> list[dict[str, Any]]:
+    """Every statement of every policy document anywhere in a template (IAM, bucket, queue,
+    file system policies)."""
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("Statement"), list):
+            found.extend(node["Statement"])
+        for value in node.values():
+            found.extend(policy_statements(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(policy_statements(value))
+    return found
+
+
 def test_no_statement_allows_any_action_on_any_resource(synthesized: Synthesized):
+    everywhere = [s for t in synthesized.templates.values() for s in policy_statements(t)]
+    assert len(everywhere) > len(allow_statements(synthesized))
+    for statement in everywhere:
+        assert "*" not in as_list(statement.get("Action", [])), statement
     statements = allow_statements(synthesized)
     assert statements
     for logical_id, statement in statements:
