@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
-
 from stacks.data import DataStack
 from stacks.network import NetworkStack
 from stacks.platform import PlatformStack

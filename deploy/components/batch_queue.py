@@ -41,7 +41,7 @@ class FargateBatchQueue(Construct):
         log_retention: logs.RetentionDays,
         vcpus: float = 2,
         memory_gib: int = 8,
-        timeout: cdk.Duration = cdk.Duration.hours(4),
+        timeout: cdk.Duration | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -63,7 +63,9 @@ class FargateBatchQueue(Construct):
             job_queue_name=name,
             priority=1,
             compute_environments=[
-                batch.OrderedComputeEnvironment(compute_environment=self.compute_environment, order=1)
+                batch.OrderedComputeEnvironment(
+                    compute_environment=self.compute_environment, order=1
+                )
             ],
         )
         self.container = batch.EcsFargateContainerDefinition(
@@ -95,6 +97,6 @@ class FargateBatchQueue(Construct):
             job_definition_name=name,
             container=self.container,
             retry_attempts=2,
-            timeout=timeout,
+            timeout=timeout or cdk.Duration.hours(4),
             **kwargs,
         )

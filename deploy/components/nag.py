@@ -60,9 +60,9 @@ _REVIEWED_WILDCARDS: dict[str, str] = {
         "of one task or job definition, jobs of AWS Batch): the resource itself is fixed."
     ),
     "no-resource-level": (
-        "These read-only API actions (e.g. ecs:DescribeTaskDefinition, ec2:DescribeNetworkInterfaces, "
-        "batch:DescribeJobs, ecr:GetAuthorizationToken) do not support resource-level permissions; "
-        "'*' is the only resource IAM accepts for them."
+        "These read-only API actions (e.g. ecs:DescribeTaskDefinition, "
+        "ec2:DescribeNetworkInterfaces, batch:DescribeJobs, ecr:GetAuthorizationToken) do not "
+        "support resource-level permissions; '*' is the only resource IAM accepts for them."
     ),
 }
 
@@ -130,9 +130,7 @@ def _review_statement(statement: dict[str, Any], where: str) -> dict[str, str]:
     return findings
 
 
-def _policies(
-    scope: IConstruct, skip: Sequence[IConstruct]
-) -> Iterable[tuple[IConstruct, Any]]:
+def _policies(scope: IConstruct, skip: Sequence[IConstruct]) -> Iterable[tuple[IConstruct, Any]]:
     skipped = {s.node.path for s in skip}
     for child in scope.node.find_all():
         if any(child.node.path == p or child.node.path.startswith(p + "/") for p in skipped):
@@ -144,9 +142,7 @@ def _policies(
                 yield child, policy
 
 
-def acknowledge_reviewed_iam_wildcards(
-    stack: cdk.Stack, *, skip: Sequence[IConstruct] = ()
-) -> int:
+def acknowledge_reviewed_iam_wildcards(stack: cdk.Stack, *, skip: Sequence[IConstruct] = ()) -> int:
     """Acknowledge AwsSolutions-IAM5 findings of reviewed kinds on every policy in `stack`.
 
     `skip` names constructs owned by aws-cdk-lib (custom-resource handlers) whose policies the

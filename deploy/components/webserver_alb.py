@@ -111,7 +111,9 @@ class WebserverLoadBalancer(Construct):
             port=port,
             protocol=elbv2.ApplicationProtocol.HTTP,
             target_type=elbv2.TargetType.IP,
-            targets=[service.load_balancer_target(container_name=container_name, container_port=port)],
+            targets=[
+                service.load_balancer_target(container_name=container_name, container_port=port)
+            ],
             health_check=elbv2.HealthCheck(path="/server_info", healthy_http_codes="200"),
             deregistration_delay=cdk.Duration.seconds(30),
         )
@@ -154,7 +156,10 @@ class WebserverLoadBalancer(Construct):
             )
         else:
             listener = self.load_balancer.add_listener(
-                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False,
+                "Http",
+                port=80,
+                protocol=elbv2.ApplicationProtocol.HTTP,
+                open=False,
                 default_action=forward,
             )
         self.listener = listener

@@ -22,10 +22,10 @@ from aws_cdk import aws_rds as rds
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
-from constructs import Construct, IConstruct
-
 from components.nag import acknowledge, acknowledge_reviewed_iam_wildcards
 from components.secure_bucket import SecureBucket
+from constructs import Construct, IConstruct
+
 from stacks.settings import IMAGE_GID, IMAGE_UID, DeploySettings
 
 # Key layout inside the buckets; PLATFORM_RAW_URL / PLATFORM_LAKE_URL point at the first two.
@@ -43,8 +43,7 @@ def bucket_names(settings: DeploySettings, stack: cdk.Stack) -> dict[str, str]:
     reference (IAM statements on `<bucket>/*` stay reviewable, see components.nag)."""
     suffix = f"{stack.account}-{stack.region}"
     return {
-        purpose: f"{settings.name}-{purpose}-{suffix}"
-        for purpose in ("raw", "lake", "access-logs")
+        purpose: f"{settings.name}-{purpose}-{suffix}" for purpose in ("raw", "lake", "access-logs")
     }
 
 
@@ -286,7 +285,9 @@ class DataStack(cdk.Stack):
         self.scratch_access_point = self.scratch.add_access_point(
             "ScratchAccessPoint",
             path="/scratch",
-            create_acl=efs.Acl(owner_uid=str(IMAGE_UID), owner_gid=str(IMAGE_GID), permissions="750"),
+            create_acl=efs.Acl(
+                owner_uid=str(IMAGE_UID), owner_gid=str(IMAGE_GID), permissions="750"
+            ),
             posix_user=efs.PosixUser(uid=str(IMAGE_UID), gid=str(IMAGE_GID)),
         )
 
@@ -320,17 +321,17 @@ def _acknowledge_bucket_notifications_handler(stack: cdk.Stack) -> list[IConstru
         if child.node.id.startswith("BucketNotificationsHandler")
     ]
     for child in handlers:
-            acknowledge(
-                child,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                "AWSLambdaBasicExecutionRole]",
-                "aws-cdk-lib's BucketNotificationsHandler only writes its own logs with this "
-                "managed policy; the function is part of the library.",
-            )
-            acknowledge(
-                child,
-                "AwsSolutions-IAM5[Resource::*]",
-                "aws-cdk-lib's BucketNotificationsHandler calls s3:PutBucketNotification, which "
-                "it is granted on '*' by the library; it only ever touches the raw bucket.",
-            )
+        acknowledge(
+            child,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]",
+            "aws-cdk-lib's BucketNotificationsHandler only writes its own logs with this "
+            "managed policy; the function is part of the library.",
+        )
+        acknowledge(
+            child,
+            "AwsSolutions-IAM5[Resource::*]",
+            "aws-cdk-lib's BucketNotificationsHandler calls s3:PutBucketNotification, which "
+            "it is granted on '*' by the library; it only ever touches the raw bucket.",
+        )
     return handlers

@@ -89,4 +89,3 @@ class NetworkStack(cdk.Stack):
                 endpoint.connections.allow_default_port_from(
                     ec2.Peer.ipv4(settings.vpc_cidr), "HTTPS from the VPC"
                 )
-

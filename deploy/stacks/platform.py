@@ -18,12 +18,12 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_servicediscovery as servicediscovery
-from constructs import Construct
-
 from components.batch_queue import FargateBatchQueue
 from components.fargate_task import PlatformTask
 from components.nag import acknowledge_reviewed_iam_wildcards
 from components.webserver_alb import WebserverLoadBalancer
+from constructs import Construct
+
 from stacks.data import (
     COMPUTE_LOGS_PREFIX,
     DB_NAME,
@@ -461,7 +461,10 @@ class PlatformStack(cdk.Stack):
             self,
             "WebserverUrl",
             value=("https://" if settings.certificate_arn else "http://")
-            + (settings.webserver_domain or self.webserver_load_balancer.load_balancer.load_balancer_dns_name),
+            + (
+                settings.webserver_domain
+                or self.webserver_load_balancer.load_balancer.load_balancer_dns_name
+            ),
         )
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         if not settings.services_running:

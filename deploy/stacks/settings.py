@@ -32,12 +32,25 @@ CODE_LOCATION_MODULE = "data_platform.definitions"
 
 # What each service runs. The code-server command is also the image's default CMD.
 WEBSERVER_COMMAND = [
-    "dagster-webserver", "-h", "0.0.0.0", "-p", str(WEBSERVER_PORT), "-w", WORKSPACE_FILE,
+    "dagster-webserver",
+    "-h",
+    "0.0.0.0",
+    "-p",
+    str(WEBSERVER_PORT),
+    "-w",
+    WORKSPACE_FILE,
 ]
 DAEMON_COMMAND = ["dagster-daemon", "run", "-w", WORKSPACE_FILE]
 CODE_SERVER_COMMAND = [
-    "dagster", "code-server", "start",
-    "-h", "0.0.0.0", "-p", str(CODE_SERVER_PORT), "-m", CODE_LOCATION_MODULE,
+    "dagster",
+    "code-server",
+    "start",
+    "-h",
+    "0.0.0.0",
+    "-p",
+    str(CODE_SERVER_PORT),
+    "-m",
+    CODE_LOCATION_MODULE,
 ]
 CODE_SERVER_HEALTH_CHECK = ["dagster", "api", "grpc-health-check", "-p", str(CODE_SERVER_PORT)]
 
@@ -46,10 +59,23 @@ RUN_CONTAINER_NAME = "run"
 
 # Retention periods CloudWatch Logs accepts, in days, by their aws-cdk-lib names.
 LOG_RETENTION_DAYS = {
-    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
-    30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS",
-    150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR", 400: "THIRTEEN_MONTHS",
-    545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1827: "FIVE_YEARS", 3653: "TEN_YEARS",
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1827: "FIVE_YEARS",
+    3653: "TEN_YEARS",
 }
 
 WebserverAccess = Literal["internal", "cognito", "oidc"]

@@ -81,8 +81,13 @@ def deploy_modules() -> dict[str, ModuleType]:
         mp.syspath_prepend(str(DEPLOY))
         modules = {
             name: importlib.import_module(name)
-            for name in ("app", "stacks.settings", "stacks.data", "stacks.platform",
-                         "components.nag")
+            for name in (
+                "app",
+                "stacks.settings",
+                "stacks.data",
+                "stacks.platform",
+                "components.nag",
+            )
         }
         yield modules
     for name in list(sys.modules):
@@ -90,7 +95,9 @@ def deploy_modules() -> dict[str, ModuleType]:
             del sys.modules[name]
 
 
-def _synthesize(modules: dict[str, ModuleType], context: dict[str, Any], outdir: Path) -> Synthesized:
+def _synthesize(
+    modules: dict[str, ModuleType], context: dict[str, Any], outdir: Path
+) -> Synthesized:
     import aws_cdk as cdk
     from cdk_nag import AwsSolutionsChecks
 

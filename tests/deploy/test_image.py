@@ -26,7 +26,7 @@ VENV_BIN = Path(sys.executable).parent
 
 # Imported by every Python process started with this folder on PYTHONPATH: records where
 # data_platform.definitions was loaded from, so the test sees what the server really imported.
-IMPORT_RECORDER = '''
+IMPORT_RECORDER = """
 import importlib.abc, os, sys
 
 class _Recorder(importlib.abc.MetaPathFinder):
@@ -45,7 +45,7 @@ class _Recorder(importlib.abc.MetaPathFinder):
 
 if os.environ.get("DEPLOY_TEST_IMPORT_LOG"):
     sys.meta_path.insert(0, _Recorder())
-'''
+"""
 
 
 def instructions() -> list[tuple[int, str, str]]:
@@ -111,7 +111,9 @@ def test_builder_removes_pip_from_the_runtime_venv():
     builder = " ".join(a for s, k, a in instructions() if s == 0 and k == "RUN")
     assert "--no-deps" in builder and "pip wheel" in builder
     assert "pip uninstall --yes pip" in builder
-    assert "PIP_NO_CACHE_DIR=1" in " ".join(a for s, k, a in instructions() if s == 0 and k == "ENV")
+    assert "PIP_NO_CACHE_DIR=1" in " ".join(
+        a for s, k, a in instructions() if s == 0 and k == "ENV"
+    )
 
 
 def test_image_command_is_the_code_location_of_the_task_definition(deploy_modules):
@@ -152,9 +154,21 @@ def wheel(tmp_path_factory) -> Path:
     copy_builder_sources(sources)
     out = tmp_path_factory.mktemp("image-wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-         "--wheel-dir", str(out), str(sources)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(out),
+            str(sources),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (whl,) = out.glob("data_platform-*.whl")
     return whl
@@ -163,7 +177,9 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_the_definitions_and_every_dataset_contract(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "data_platform/definitions.py" in names
-    contracts = {f"data_platform/datasets/{p.name}" for p in (REPO / "platform/datasets").glob("*.yaml")}
+    contracts = {
+        f"data_platform/datasets/{p.name}" for p in (REPO / "platform/datasets").glob("*.yaml")
+    }
     assert contracts and contracts <= names
 
 
@@ -172,9 +188,20 @@ def installed(wheel, tmp_path_factory) -> Path:
     """The wheel installed with --no-deps into its own folder, as the image's venv holds it."""
     target = tmp_path_factory.mktemp("image-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
-         str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     assert (target / "data_platform" / "definitions.py").exists()
     return target

@@ -49,8 +49,14 @@ def test_validates_as_a_dagster_instance_config(tmp_path: Path):
     shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
     config, custom_instance_class = dagster_instance_config(str(tmp_path))
     assert custom_instance_class is None
-    assert {"storage", "run_launcher", "run_coordinator", "compute_logs", "run_monitoring",
-            "run_retries"} <= set(config)
+    assert {
+        "storage",
+        "run_launcher",
+        "run_coordinator",
+        "compute_logs",
+        "run_monitoring",
+        "run_retries",
+    } <= set(config)
 
 
 def test_every_class_imports_and_its_config_validates(instance_yaml, instance_env):
@@ -146,7 +152,8 @@ def test_launcher_defaults_match_the_run_task_definition(instance_yaml, deploy_m
     platform = deploy_modules["stacks.platform"]
     resources = instance_yaml["run_launcher"]["config"]["run_resources"]
     assert (int(resources["cpu"]), int(resources["memory"])) == (
-        platform.RUN_CPU, platform.RUN_MEMORY_MIB
+        platform.RUN_CPU,
+        platform.RUN_MEMORY_MIB,
     )
 
 

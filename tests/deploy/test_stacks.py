@@ -103,7 +103,8 @@ def actions_of(statements: list[dict[str, Any]]) -> set[str]:
 
 
 def dockerfile_cmd() -> list[str]:
-    (line,) = [l for l in (DEPLOY / "Dockerfile").read_text().splitlines() if l.startswith("CMD ")]
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    (line,) = [text for text in lines if text.startswith("CMD ")]
     return json.loads(line.removeprefix("CMD "))
 
 
@@ -169,7 +170,13 @@ def test_three_services_run_the_dagster_processes(synthesized: Synthesized, depl
     }
     workspace = "/opt/dagster/dagster_home/workspace.yaml"
     assert by_role["webserver"]["Command"] == [
-        "dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", workspace,
+        "dagster-webserver",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "3000",
+        "-w",
+        workspace,
     ]
     assert by_role["daemon"]["Command"] == ["dagster-daemon", "run", "-w", workspace]
     code = by_role["code"]["Command"]
@@ -223,7 +230,9 @@ def test_platform_code_gets_every_platform_variable(synthesized: Synthesized):
     by_name = containers(synthesized)
     batch = synthesized.resources("AWS::Batch::JobDefinition")
     (job,) = batch.values()
-    batch_env = {e["Name"]: e["Value"] for e in job["Properties"]["ContainerProperties"]["Environment"]}
+    batch_env = {
+        e["Name"]: e["Value"] for e in job["Properties"]["ContainerProperties"]["Environment"]
+    }
     for name, env in (
         ("code-location", variables(by_name["code-location"])),
         ("run", variables(by_name["run"])),
@@ -236,8 +245,7 @@ def test_platform_code_gets_every_platform_variable(synthesized: Synthesized):
 
     env = variables(by_name["run"])
     buckets = {
-        b["Properties"]["BucketName"]
-        for b in synthesized.resources("AWS::S3::Bucket").values()
+        b["Properties"]["BucketName"] for b in synthesized.resources("AWS::S3::Bucket").values()
     }
     raw_bucket, raw_prefix = re.fullmatch(r"s3://([^/]+)/(.+)", env["PLATFORM_RAW_URL"]).groups()
     lake_bucket, lake_prefix = re.fullmatch(r"s3://([^/]+)/(.+)", env["PLATFORM_LAKE_URL"]).groups()
@@ -304,7 +312,8 @@ def test_run_task_definition_is_what_the_launcher_expects(synthesized: Synthesiz
     assert mount["SourceVolume"] == volume["Name"]
     # The webserver and daemon name this very task definition to the launcher.
     run_task_id = [
-        i for i, t in synthesized.resources("AWS::ECS::TaskDefinition").items()
+        i
+        for i, t in synthesized.resources("AWS::ECS::TaskDefinition").items()
         if t["Properties"] is task
     ][0]
     for name in ("webserver", "daemon"):
@@ -357,15 +366,20 @@ def test_raw_bucket_is_versioned_and_lake_expires_temporary_prefixes(synthesized
         if "ExpirationInDays" in r
     }
     assert {"tmp/", "athena-results/", "compute-logs/"} <= set(expiring)
-    assert all(r.get("Status") == "Enabled" for r in by_purpose["lake"]["LifecycleConfiguration"]["Rules"])
-    assert "LoggingConfiguration" in by_purpose["raw"] and "LoggingConfiguration" in by_purpose["lake"]
+    assert all(
+        r.get("Status") == "Enabled" for r in by_purpose["lake"]["LifecycleConfiguration"]["Rules"]
+    )
+    assert (
+        "LoggingConfiguration" in by_purpose["raw"] and "LoggingConfiguration" in by_purpose["lake"]
+    )
 
 
 def test_raw_uploads_notify_an_encrypted_queue_with_a_dead_letter_queue(synthesized: Synthesized):
     (notification,) = synthesized.resources("Custom::S3BucketNotifications").values()
     props = notification["Properties"]
     raw_id = next(
-        i for i, b in synthesized.resources("AWS::S3::Bucket").items()
+        i
+        for i, b in synthesized.resources("AWS::S3::Bucket").items()
         if "-raw-" in b["Properties"]["BucketName"]
     )
     assert props["BucketName"] == {"Ref": raw_id}
@@ -381,9 +395,11 @@ def test_raw_uploads_notify_an_encrypted_queue_with_a_dead_letter_queue(synthesi
     for q in queues.values():
         assert q["Properties"]["SqsManagedSseEnabled"] is True
     tls_only = [
-        p for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
+        p
+        for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
         if any(
-            s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+            s["Effect"] == "Deny"
+            and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
             for s in p["Properties"]["PolicyDocument"]["Statement"]
         )
     ]
@@ -391,7 +407,8 @@ def test_raw_uploads_notify_an_encrypted_queue_with_a_dead_letter_queue(synthesi
     assert {json.dumps({"Ref": queue_id}), json.dumps({"Ref": dlq_id})} <= covered
     # S3 may send to the queue, and only from the raw bucket.
     send = [
-        s for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
+        s
+        for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
         for s in p["Properties"]["PolicyDocument"]["Statement"]
         if s["Effect"] == "Allow" and "sqs:SendMessage" in as_list(s["Action"])
     ]
@@ -410,7 +427,9 @@ def test_database_is_private_encrypted_backed_up_and_kept(synthesized: Synthesiz
     assert db["DeletionPolicy"] == "Snapshot"
     (secret,) = synthesized.resources("AWS::SecretsManager::Secret").values()
     assert "GenerateSecretString" in secret["Properties"], "credentials are generated"
-    assert "MasterUserPassword" in json.dumps(props) and "resolve:secretsmanager" in json.dumps(props)
+    assert "MasterUserPassword" in json.dumps(props) and "resolve:secretsmanager" in json.dumps(
+        props
+    )
 
 
 def test_scratch_file_system_is_encrypted_with_an_access_point(synthesized: Synthesized):
@@ -492,8 +511,8 @@ def test_interface_endpoints_on_request_admit_only_the_vpc(synthesized_public: S
 
 def listeners(synth: Synthesized) -> list[dict[str, Any]]:
     return [
-        l["Properties"]
-        for l in synth.resources("AWS::ElasticLoadBalancingV2::Listener").values()
+        listener["Properties"]
+        for listener in synth.resources("AWS::ElasticLoadBalancingV2::Listener").values()
     ]
 
 
@@ -588,18 +607,27 @@ def test_daemon_launches_only_run_tasks_and_passes_only_run_roles(synthesized: S
     assert pass_role["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
     }
-    assert not any(a.startswith(("s3:", "glue:", "athena:", "batch:")) for a in actions_of(statements))
+    assert not any(
+        a.startswith(("s3:", "glue:", "athena:", "batch:")) for a in actions_of(statements)
+    )
 
 
 def test_runs_reach_only_the_platforms_own_resources(synthesized: Synthesized):
     statements = statements_of(synthesized, "RunRole")
     actions = actions_of(statements)
-    assert {"s3:PutObject", "glue:CreateTable", "athena:StartQueryExecution", "batch:SubmitJob",
-            "elasticfilesystem:ClientWrite"} <= actions
+    assert {
+        "s3:PutObject",
+        "glue:CreateTable",
+        "athena:StartQueryExecution",
+        "batch:SubmitJob",
+        "elasticfilesystem:ClientWrite",
+    } <= actions
     text = json.dumps(statements)
     # Raw is read-only for runs: nothing that writes names the raw bucket.
     for statement in statements:
-        if any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in as_list(statement["Action"])):
+        if any(
+            a.startswith(("s3:Put", "s3:Delete", "s3:Abort")) for a in as_list(statement["Action"])
+        ):
             assert "-raw-" not in json.dumps(statement["Resource"]), statement
     assert "table/data_platform/*" in text and "workgroup/data-platform" in text
     submit = [s for s in statements if "batch:SubmitJob" in as_list(s["Action"])]

@@ -1,0 +1,1 @@
+"""Reusable constructs of the CDK app: keyword-only arguments, **kwargs forwarded."""
