@@ -12,7 +12,13 @@ import dagster as dg
 
 from data_platform.assets import build_dataset
 from data_platform.contracts import load_contracts
-from data_platform.resources import DuckDBCatalog, LocalScratch, LocalStorage
+from data_platform.resources import (
+    DuckDBCatalog,
+    GlueCatalog,
+    LocalScratch,
+    LocalStorage,
+    S3Storage,
+)
 from data_platform.sensors import build_raw_uploads_sensor
 
 
@@ -20,9 +26,17 @@ def resources_for(env: str) -> dict:
     """Return the resource set for `env`; raises ValueError for an unknown environment."""
     if env == "local":
         return {"storage": LocalStorage(), "catalog": DuckDBCatalog(), "scratch": LocalScratch()}
-    raise ValueError(
-        f"PLATFORM_ENV={env!r} is not supported by this build; expected 'local'"
-    )
+    if env == "aws":
+        scratch = dg.EnvVar("PLATFORM_SCRATCH_DIR")
+        return {
+            "storage": S3Storage(raw_url=dg.EnvVar("PLATFORM_RAW_URL"),
+                                 lake_url=dg.EnvVar("PLATFORM_LAKE_URL"), scratch_dir=scratch),
+            "catalog": GlueCatalog(database=dg.EnvVar("PLATFORM_GLUE_DATABASE"),
+                                   workgroup=dg.EnvVar("PLATFORM_ATHENA_WORKGROUP"),
+                                   output_url=dg.EnvVar("PLATFORM_ATHENA_OUTPUT_URL")),
+            "scratch": LocalScratch(scratch_dir=scratch),
+        }
+    raise ValueError(f"PLATFORM_ENV={env!r} is not supported; expected 'local' or 'aws'")
 
 
 def build_definitions(env: str = "local") -> dg.Definitions:

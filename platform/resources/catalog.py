@@ -48,10 +48,13 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
         has_data: bool,
         partition_column: str | None = None,
         rejected_uri: str | None = None,
+        partition_values: Sequence[str] = (),
     ) -> str:
         """Create or replace table `name` over the Parquet files under `data_uri`.
 
-        Returns the SQL that defines it. `partition_column` is stored as hive folders.
+        Returns a description of the definition (the SQL, locally). `partition_column` is
+        stored as hive folders `<column>=<value>`; `partition_values` lists those present, for
+        catalogs that register partitions explicitly.
         """
 
     @abc.abstractmethod
@@ -117,7 +120,7 @@ class DuckDBCatalog(CatalogResource):
                         os.unlink(leftover)
 
     def register_table(self, name, columns, data_uri, *, has_data, partition_column=None,
-                       rejected_uri=None) -> str:
+                       rejected_uri=None, partition_values=()) -> str:
         sql = view_sql(name, columns, data_uri, has_data=has_data,
                        partition_column=partition_column)
         with self._writer() as con:

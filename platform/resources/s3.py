@@ -1,0 +1,152 @@
+"""Object storage on S3 (or any S3-compatible server: `AWS_ENDPOINT_URL` is honoured by boto3).
+
+Same interface as the local folder: keys relative to a `s3://bucket/prefix` root; PUTs are atomic
+per object, so readers never see a partial file. Clients come from a method (not a module
+global) with timeouts and adaptive retries on every call.
+"""
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from pydantic import Field
+
+from .storage import ObjectInfo, ObjectStore, StorageResource
+
+BOTO_CONFIG = Config(
+    retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60,
+)
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> (`bucket`, `some/prefix`); raises ValueError otherwise."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"{url!r} is not an s3:// URL")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"{url!r} has no bucket")
+    return bucket, prefix.strip("/")
+
+
+def _missing(e: botocore.exceptions.ClientError) -> bool:
+    return e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+class S3ObjectStore(ObjectStore):
+    """An ObjectStore over one bucket prefix."""
+
+    def __init__(self, client, url: str, *, read_only: bool = False, page_size: int = 1000,
+                 scratch_dir: str | None = None):
+        self.client = client
+        self.bucket, self.prefix = split_s3_url(url)
+        self.read_only = read_only
+        self.page_size = page_size
+        self.scratch_dir = scratch_dir
+
+    def _key(self, key: str) -> str:
+        key = key.strip("/")
+        return f"{self.prefix}/{key}" if self.prefix and key else (self.prefix or key)
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self._key(prefix)
+        if full and not full.endswith("/"):
+            full += "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=full,
+                                   PaginationConfig={"PageSize": self.page_size})
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith("/"):
+                    continue  # folder placeholder objects
+                yield ObjectInfo(
+                    key=self._rel(obj["Key"]), size=obj["Size"],
+                    mtime_ns=int(obj["LastModified"].timestamp() * 1e9),
+                    etag=obj.get("ETag", "").strip('"') or None,
+                )
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except botocore.exceptions.ClientError as e:
+            if _missing(e):
+                return None
+            raise
+        return ObjectInfo(key=key, size=head["ContentLength"],
+                          mtime_ns=int(head["LastModified"].timestamp() * 1e9),
+                          etag=head.get("ETag", "").strip('"') or None)
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        fd, tmp = tempfile.mkstemp(prefix="s3-", suffix="-" + Path(key).name,
+                                   dir=self.scratch_dir)
+        os.close(fd)
+        try:
+            try:
+                self.client.download_file(self.bucket, self._key(key), tmp)
+            except botocore.exceptions.ClientError as e:
+                if _missing(e):
+                    raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+                raise
+            yield Path(tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def put_file(self, local: Path, key: str) -> None:
+        self._check_writable()
+        self.client.upload_file(str(local), self.bucket, self._key(key))
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        self._check_writable()
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except botocore.exceptions.ClientError as e:
+            if _missing(e):
+                return None
+            raise
+
+    def delete(self, key: str) -> None:
+        self._check_writable()
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def content_hash(self, key: str) -> str:
+        """The object's ETag: the MD5 of its bytes for single-part uploads."""
+        info = self.stat(key)
+        if info is None:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        return f"etag:{info.etag}"
+
+
+class S3Storage(StorageResource):
+    """Raw and lake zones on S3."""
+
+    raw_url: str = Field(description="s3://bucket/prefix holding <dataset>/<file> uploads")
+    lake_url: str = Field(description="s3://bucket/prefix for cleaned/, rejected/, manifests")
+    region_name: str | None = Field(default=None, description="AWS region; default from env")
+    scratch_dir: str | None = Field(
+        default=None, description="Where downloads for processing go; default system temp")
+
+    def client(self):
+        return boto3.session.Session().client("s3", region_name=self.region_name,
+                                              config=BOTO_CONFIG)
+
+    def raw(self) -> ObjectStore:
+        return S3ObjectStore(self.client(), self.raw_url, read_only=True,
+                             scratch_dir=self.scratch_dir)
+
+    def lake(self) -> ObjectStore:
+        return S3ObjectStore(self.client(), self.lake_url, scratch_dir=self.scratch_dir)
