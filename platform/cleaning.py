@@ -289,19 +289,47 @@ def _match_header(header: list[str], contract: Contract) -> tuple[list[str | Non
     return mapping, {raw: m for raw, m in zip(header, mapping) if m}
 
 
-def _ok_expr(contract: Contract) -> str:
-    parts = [f"{_q(c.name)} IS NOT NULL" for c in contract.columns if not c.nullable]
-    return " AND ".join(parts) if parts else "true"
+def _wide_decimal(column: Column) -> str:
+    """A wider DECIMAL to read a decimal column with, so extra digits can be detected.
+
+    DuckDB rounds `12.345` into DECIMAL(12,2) without a word; reading with more scale and
+    comparing against the exact cast turns that into a contract reject instead.
+    """
+    p, s = (int(x) for x in column.sql_type[len("DECIMAL("):-1].split(","))
+    scale = max(s, min(s + 8, 38 - (p - s)))
+    return f"DECIMAL(38,{scale})"
 
 
-def _reason_expr(contract: Contract) -> str:
-    parts = [
-        f"CASE WHEN {_q(c.name)} IS NULL THEN {_lit(c.name)} END"
-        for c in contract.columns if not c.nullable
-    ]
-    if not parts:
-        return "NULL"
-    return f"concat_ws(', ', {', '.join(parts)})"
+def _row_rules(contract: Contract, present: set[str]) -> list[tuple[str, str, str, str]]:
+    """(column, violated SQL, reason SQL, error type) for row-level contract rules.
+
+    The SQL refers to the columns as read (decimals still wide).
+    """
+    rules = []
+    for c in contract.columns:
+        if c.name not in present:
+            continue
+        col = _q(c.name)
+        if not c.nullable:
+            rules.append((c.name, f"{col} IS NULL",
+                          _lit(f"column {c.name}: null in a non-nullable column"), "NOT NULL"))
+        if c.sql_type.startswith("DECIMAL"):
+            exact = f"TRY_CAST({col} AS {c.sql_type})"
+            rules.append((
+                c.name, f"({col} IS NOT NULL AND ({exact} IS NULL OR {exact} <> {col}))",
+                f"'column {c.name}: ' || CAST({col} AS VARCHAR) || ' does not fit {c.type}'",
+                "DECIMAL",
+            ))
+    return rules
+
+
+def _ok_expr(rules) -> str:
+    return "NOT (" + " OR ".join(v for _, v, _, _ in rules) + ")" if rules else "true"
+
+
+def _concat_when(rules, pick) -> str:
+    parts = [f"CASE WHEN {v} THEN {pick(c, r, t)} END" for c, v, r, t in rules]
+    return f"concat_ws('; ', {', '.join(parts)})" if parts else "NULL"
 
 
 def _footer_rows(path: Path) -> int:
@@ -402,7 +430,9 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         if target is None:
             duck_cols[f"__extra_{i}"] = "VARCHAR"
         else:
-            duck_cols[target] = contract.column(target).sql_type
+            col = contract.column(target)
+            duck_cols[target] = (_wide_decimal(col) if col.sql_type.startswith("DECIMAL")
+                                 else col.sql_type)
     columns_sql = "{" + ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in duck_cols.items()) + "}"
     reader = (
         f"read_csv({_lit(str(path))}, columns={columns_sql}, header={str(fmt.header).lower()}, "
@@ -414,7 +444,14 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         f"timestampformat='ISO', dateformat='%Y-%m-%d')"
     )
     select_cols = ", ".join(
-        _q(c.name) if c.name not in missing else f"CAST(NULL AS {c.sql_type}) AS {_q(c.name)}"
+        f"CAST(NULL AS {c.sql_type}) AS {_q(c.name)}" if c.name in missing
+        else f"TRY_CAST({_q(c.name)} AS {c.sql_type}) AS {_q(c.name)}"
+        if c.sql_type.startswith("DECIMAL") else _q(c.name)
+        for c in contract.columns
+    )
+    rules = _row_rules(contract, {c.name for c in contract.columns if c.name not in missing})
+    raw_cols = ", ".join(
+        f"{_q(c.name)} := {'NULL' if c.name in missing else _q(c.name)}"
         for c in contract.columns
     )
     partition_by = "_ok" + (f", {_q(contract.partition_column)}" if contract.partition_column else "")
@@ -423,7 +460,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     con.execute("SET preserve_insertion_order=false")
     try:
         con.execute(
-            f"COPY (SELECT {select_cols}, ({_ok_expr(contract)}) AS _ok FROM {reader}) "
+            f"COPY (SELECT {select_cols}, ({_ok_expr(rules)}) AS _ok FROM {reader}) "
             f"TO {_lit(str(pass_dir))} (FORMAT parquet, COMPRESSION zstd, "
             f"PARTITION_BY ({partition_by}), FILENAME_PATTERN 'part_{{i}}', OVERWRITE_OR_IGNORE)"
         )
@@ -465,17 +502,20 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         reader2 = reader.replace("rejects_table='reject_errors', rejects_scan='reject_scans'",
                                  "rejects_table='reject_errors2', rejects_scan='reject_scans2'")
         rows = con.execute(
-            f"SELECT _record, _reason, _raw FROM (SELECT row_number() OVER () AS _record, "
-            f"({_ok_expr(contract)}) AS _ok, {_reason_expr(contract)} AS _reason, "
-            f"CAST(to_json(struct_pack({select_cols})) AS VARCHAR) AS _raw "
-            f"FROM {reader}) WHERE NOT _ok".replace(reader, reader2)
+            f"SELECT _record, _types, _columns, _reason, _raw FROM (SELECT "
+            f"row_number() OVER () AS _record, ({_ok_expr(rules)}) AS _ok, "
+            f"{_concat_when(rules, lambda c, r, t: _lit(t))} AS _types, "
+            f"{_concat_when(rules, lambda c, r, t: _lit(c))} AS _columns, "
+            f"{_concat_when(rules, lambda c, r, t: r)} AS _reason, "
+            f"CAST(to_json(struct_pack({raw_cols})) AS VARCHAR) AS _raw "
+            f"FROM {reader2}) WHERE NOT _ok"
         ).fetchall()
         starts = _record_start_lines(path, compression, contract, {r[0] for r in rows},
                                      parse_reject_lines)
         out = [
-            (source_key, starts.get(record), "NOT NULL", reason,
-             f"null in non-nullable column(s): {reason}", raw)
-            for record, reason, raw in rows
+            (source_key, starts.get(record), ", ".join(dict.fromkeys(types.split("; "))),
+             ", ".join(dict.fromkeys(columns.split("; "))), reason, raw)
+            for record, types, columns, reason, raw in rows
         ]
         con.executemany("INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?)", out)
 
@@ -557,6 +597,9 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
         v = value(c)
         casts.append(f"TRY_CAST({v} AS {c.sql_type}) AS {_q(c.name)}")
         cast_fails = f"_valid AND ({v}) IS NOT NULL AND TRY_CAST({v} AS {c.sql_type}) IS NULL"
+        if c.sql_type.startswith("DECIMAL"):  # reject, do not round, extra decimal places
+            exact, wide = f"TRY_CAST({v} AS {c.sql_type})", f"TRY_CAST({v} AS {_wide_decimal(c)})"
+            cast_fails = f"_valid AND ({v}) IS NOT NULL AND ({exact} IS NULL OR {exact} <> {wide})"
         reasons.append(
             f"CASE WHEN {cast_fails} THEN 'column {c.name}: cannot convert ' || "
             f"CAST({v} AS VARCHAR) || ' to {c.type}' END"

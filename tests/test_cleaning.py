@@ -553,7 +553,7 @@ def test_null_in_non_nullable_column_is_rejected_with_its_line(tmp_path):
         (7, "NOT NULL", "id, name"),
     ]
     not_null = [r for r in _rejected(result) if r["error_type"] == "NOT NULL"]
-    assert not_null[0]["reason"] == "null in non-nullable column(s): name"
+    assert not_null[0]["reason"] == "column name: null in a non-nullable column"
     assert not_null[0]["raw"] == '{"id":2,"name":null,"n":2}'
 
 
@@ -641,3 +641,31 @@ def test_result_metadata_reports_counts_and_columns(tmp_path):
         "rows_in": 2, "rows_written": 1, "rows_rejected": 1, "parse_rejects": 1,
         "contract_rejects": 0, "bytes_in": len(text), "extra_columns": ["junk"],
     }
+
+
+def test_decimal_with_too_many_places_or_digits_is_rejected_not_rounded(tmp_path):
+    """DuckDB would round 12.345 into decimal(6,2); the contract rejects it instead."""
+    contract = parse_contract({"name": "d", "columns": [
+        {"name": "id", "type": "int", "nullable": False},
+        {"name": "amount", "type": "decimal(6,2)"}]})
+    src = tmp_path / "d.csv"
+    src.write_text("id,amount\n1,12.34\n2,12.345\n3,\n4,123456.7\n5,-0.50\n")
+    result = clean_file(src, contract, tmp_path / "stage", source_key="d/d.csv")
+    assert (result.rows_in, result.rows_written, result.rows_rejected) == (5, 3, 2)
+    written = pq.read_table(result.files[0].path).to_pylist()
+    assert [(r["id"], r["amount"]) for r in written] == [
+        (1, Decimal("12.34")), (3, None), (5, Decimal("-0.50"))]
+    rejected = pq.read_table(result.rejected_file).to_pylist()
+    assert [(r["line"], r["error_type"], r["column_name"]) for r in rejected] == [
+        (3, "DECIMAL", "amount"), (5, "DECIMAL", "amount")]
+    assert "12.345" in rejected[0]["reason"] and "decimal(6,2)" in rejected[0]["reason"]
+
+
+def test_jsonl_decimal_with_too_many_places_is_rejected(tmp_path):
+    contract = parse_contract({"name": "d", "format": {"type": "jsonl"}, "columns": [
+        {"name": "amount", "type": "decimal(6,2)"}]})
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"amount": "1.25"}\n{"amount": 1.255}\n')
+    result = clean_file(src, contract, tmp_path / "stage", source_key="d/d.jsonl")
+    assert (result.rows_written, result.rows_rejected) == (1, 1)
+    assert pq.read_table(result.rejected_file).to_pylist()[0]["line"] == 2
