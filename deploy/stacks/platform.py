@@ -21,6 +21,12 @@ from aws_cdk import aws_servicediscovery as servicediscovery
 from components.batch_queue import FargateBatchQueue
 from components.fargate_task import PlatformTask
 from components.nag import acknowledge_reviewed_iam_wildcards
+from components.permissions import (
+    grant_batch_jobs,
+    grant_catalog,
+    grant_launch_tasks,
+    grant_watch_tasks,
+)
 from components.webserver_alb import WebserverLoadBalancer
 from constructs import Construct
 
@@ -51,33 +57,6 @@ RUN_CPU = 1024
 RUN_MEMORY_MIB = 4096
 # Until an image tag is given the services exist with no tasks (nothing to pull yet).
 NO_IMAGE_TAG = "no-image-yet"
-
-GLUE_READ_ACTIONS = [
-    "glue:GetDatabase",
-    "glue:GetTable",
-    "glue:GetTables",
-    "glue:GetPartition",
-    "glue:GetPartitions",
-    "glue:BatchGetPartition",
-]
-GLUE_WRITE_ACTIONS = [
-    "glue:CreateTable",
-    "glue:UpdateTable",
-    "glue:DeleteTable",
-    "glue:CreatePartition",
-    "glue:BatchCreatePartition",
-    "glue:UpdatePartition",
-    "glue:BatchUpdatePartition",
-    "glue:DeletePartition",
-    "glue:BatchDeletePartition",
-]
-ATHENA_QUERY_ACTIONS = [
-    "athena:StartQueryExecution",
-    "athena:GetQueryExecution",
-    "athena:GetQueryResults",
-    "athena:StopQueryExecution",
-    "athena:GetWorkGroup",
-]
 
 
 class PlatformStack(cdk.Stack):
@@ -173,7 +152,8 @@ class PlatformStack(cdk.Stack):
             "DAGSTER_COMPUTE_LOGS_BUCKET": names["lake"],
             "AWS_REGION": self.region,
         }
-        assert data.database_secret is not None
+        if data.database_secret is None:
+            raise ValueError("the database must have a generated secret")
         db_secrets = {
             "DAGSTER_PG_PASSWORD": ecs.Secret.from_secrets_manager(data.database_secret, "password")
         }
@@ -384,11 +364,11 @@ class PlatformStack(cdk.Stack):
 
         # Webserver: shows step logs, and stops run tasks when a user terminates a run.
         lake.grant_read(self.webserver_role, f"{COMPUTE_LOGS_PREFIX}/*")
-        _grant_watch_tasks(self.webserver_role, cluster_tasks=cluster_tasks)
+        grant_watch_tasks(self.webserver_role, cluster_tasks=cluster_tasks)
 
         # Daemon: launches, resumes and stops run tasks of the run family only, passes only the
         # run roles, reads a failed run's log stream for the failure message.
-        _grant_launch_tasks(
+        grant_launch_tasks(
             self.daemon_role,
             cluster_arn=self.cluster.cluster_arn,
             cluster_tasks=cluster_tasks,
@@ -412,37 +392,20 @@ class PlatformStack(cdk.Stack):
         # catalog, the Batch queue and ECS tasks of their own family through Pipes, EFS scratch.
         raw.grant_read(self.run_role, f"{RAW_PREFIX}/*")
         lake.grant_read_write(self.run_role)
-        self._grant_catalog(self.run_role, data=data, write=True)
+        grant_catalog(
+            self.run_role,
+            database=data.glue_database_name,
+            workgroup=data.athena_workgroup_name,
+            write=True,
+        )
         data.scratch.grant_read_write(self.run_role)
-        self.run_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="SubmitToPlatformBatchQueue",
-                actions=["batch:SubmitJob"],
-                resources=[
-                    self.batch.job_queue.job_queue_arn,
-                    self.format_arn(
-                        service="batch", resource="job-definition", resource_name=batch_name
-                    ),
-                    self.format_arn(
-                        service="batch", resource="job-definition", resource_name=f"{batch_name}:*"
-                    ),
-                ],
-            )
-        )
-        self.run_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ManageOwnBatchJobs",
-                actions=["batch:TerminateJob", "batch:TagResource"],
-                resources=[self.format_arn(service="batch", resource="job", resource_name="*")],
-            )
-        )
-        self.run_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="FollowBatchJobs", actions=["batch:DescribeJobs"], resources=["*"]
-            )
+        grant_batch_jobs(
+            self.run_role,
+            job_queue_arn=self.batch.job_queue.job_queue_arn,
+            job_definition_name=batch_name,
         )
         self.batch.log_group.grant_read(self.run_role)
-        _grant_launch_tasks(
+        grant_launch_tasks(
             self.run_role,
             cluster_arn=self.cluster.cluster_arn,
             cluster_tasks=cluster_tasks,
@@ -454,7 +417,12 @@ class PlatformStack(cdk.Stack):
         # Batch jobs of the tensor step: read raw images, read/write the lake, read the catalog.
         raw.grant_read(self.batch_job_role, f"{RAW_PREFIX}/*")
         lake.grant_read_write(self.batch_job_role)
-        self._grant_catalog(self.batch_job_role, data=data, write=False)
+        grant_catalog(
+            self.batch_job_role,
+            database=data.glue_database_name,
+            workgroup=data.athena_workgroup_name,
+            write=False,
+        )
         data.scratch.grant_read_write(self.batch_job_role)
 
         cdk.CfnOutput(
@@ -475,75 +443,3 @@ class PlatformStack(cdk.Stack):
             )
 
         acknowledge_reviewed_iam_wildcards(self)
-
-    def _grant_catalog(self, role: iam.IRole, *, data: DataStack, write: bool) -> None:
-        """Glue on the platform's database and its tables, Athena on its workgroup."""
-        database = data.glue_database_name
-        glue_resources = [
-            self.format_arn(service="glue", resource="catalog"),
-            self.format_arn(service="glue", resource="database", resource_name=database),
-            self.format_arn(service="glue", resource="table", resource_name=f"{database}/*"),
-        ]
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=GLUE_READ_ACTIONS + (GLUE_WRITE_ACTIONS if write else []),
-                resources=glue_resources,
-            )
-        )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=ATHENA_QUERY_ACTIONS,
-                resources=[
-                    self.format_arn(
-                        service="athena",
-                        resource="workgroup",
-                        resource_name=data.athena_workgroup_name,
-                    )
-                ],
-            )
-        )
-
-
-def _grant_watch_tasks(role: iam.IRole, *, cluster_tasks: str) -> None:
-    """Describe and stop tasks in the platform's cluster; describe task definitions."""
-    role.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["ecs:DescribeTasks", "ecs:StopTask"], resources=[cluster_tasks]
-        )
-    )
-    role.add_to_principal_policy(
-        iam.PolicyStatement(actions=["ecs:DescribeTaskDefinition"], resources=["*"])
-    )
-
-
-def _grant_launch_tasks(
-    role: iam.IRole,
-    *,
-    cluster_arn: str,
-    cluster_tasks: str,
-    task_definitions: str,
-    roles: list[iam.Role],
-) -> None:
-    """Run (and tag, watch, stop) tasks of one task definition family in one cluster."""
-    role.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["ecs:RunTask"],
-            resources=[task_definitions],
-            conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
-        )
-    )
-    role.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["ecs:TagResource"],
-            resources=[cluster_tasks],
-            conditions={"StringEquals": {"ecs:CreateAction": "RunTask"}},
-        )
-    )
-    _grant_watch_tasks(role, cluster_tasks=cluster_tasks)
-    role.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["iam:PassRole"],
-            resources=[r.role_arn for r in roles],
-            conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
-        )
-    )

@@ -1,0 +1,139 @@
+"""Least-privilege grants that aws-cdk-lib has no grant_* method for: ECS tasks of one family in
+one cluster, the platform's Glue database and Athena workgroup, its AWS Batch queue.
+
+ARNs are built from names (no cross-stack references), so every wildcard they contain is one the
+nag review in components.nag can recognise: tasks of one cluster, revisions of one definition,
+tables of one database, jobs of Batch.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+
+GLUE_READ_ACTIONS = [
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:BatchGetPartition",
+]
+GLUE_WRITE_ACTIONS = [
+    "glue:CreateTable",
+    "glue:UpdateTable",
+    "glue:DeleteTable",
+    "glue:CreatePartition",
+    "glue:BatchCreatePartition",
+    "glue:UpdatePartition",
+    "glue:BatchUpdatePartition",
+    "glue:DeletePartition",
+    "glue:BatchDeletePartition",
+]
+ATHENA_QUERY_ACTIONS = [
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:StopQueryExecution",
+    "athena:GetWorkGroup",
+]
+
+
+def grant_catalog(role: iam.IRole, *, database: str, workgroup: str, write: bool) -> None:
+    """Glue on one database and its tables (read, or read and write), Athena on one workgroup."""
+    stack = cdk.Stack.of(role)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=GLUE_READ_ACTIONS + (GLUE_WRITE_ACTIONS if write else []),
+            resources=[
+                stack.format_arn(service="glue", resource="catalog"),
+                stack.format_arn(service="glue", resource="database", resource_name=database),
+                stack.format_arn(service="glue", resource="table", resource_name=f"{database}/*"),
+            ],
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=ATHENA_QUERY_ACTIONS,
+            resources=[
+                stack.format_arn(service="athena", resource="workgroup", resource_name=workgroup)
+            ],
+        )
+    )
+
+
+def grant_batch_jobs(role: iam.IRole, *, job_queue_arn: str, job_definition_name: str) -> None:
+    """Submit jobs of one definition to one queue, follow them and stop them (Dagster Pipes)."""
+    stack = cdk.Stack.of(role)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="SubmitToPlatformBatchQueue",
+            actions=["batch:SubmitJob"],
+            resources=[
+                job_queue_arn,
+                stack.format_arn(
+                    service="batch", resource="job-definition", resource_name=job_definition_name
+                ),
+                stack.format_arn(
+                    service="batch",
+                    resource="job-definition",
+                    resource_name=f"{job_definition_name}:*",
+                ),
+            ],
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="StopAndTagBatchJobs",
+            actions=["batch:TerminateJob", "batch:TagResource"],
+            resources=[stack.format_arn(service="batch", resource="job", resource_name="*")],
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(sid="FollowBatchJobs", actions=["batch:DescribeJobs"], resources=["*"])
+    )
+
+
+def grant_watch_tasks(role: iam.IRole, *, cluster_tasks: str) -> None:
+    """Describe and stop tasks in the platform's cluster; describe task definitions."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecs:DescribeTasks", "ecs:StopTask"], resources=[cluster_tasks]
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["ecs:DescribeTaskDefinition"], resources=["*"])
+    )
+
+
+def grant_launch_tasks(
+    role: iam.IRole,
+    *,
+    cluster_arn: str,
+    cluster_tasks: str,
+    task_definitions: str,
+    roles: list[iam.Role],
+) -> None:
+    """Run (and tag, watch, stop) tasks of one task definition family in one cluster."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecs:RunTask"],
+            resources=[task_definitions],
+            conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["ecs:TagResource"],
+            resources=[cluster_tasks],
+            conditions={"StringEquals": {"ecs:CreateAction": "RunTask"}},
+        )
+    )
+    grant_watch_tasks(role, cluster_tasks=cluster_tasks)
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["iam:PassRole"],
+            resources=[r.role_arn for r in roles],
+            conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        )
+    )
