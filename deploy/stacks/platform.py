@@ -34,6 +34,7 @@ from stacks.data import (
     COMPUTE_LOGS_PREFIX,
     DB_NAME,
     DB_USERNAME,
+    LAKE_PREFIX,
     RAW_PREFIX,
     DataStack,
     bucket_names,
@@ -384,8 +385,10 @@ class PlatformStack(cdk.Stack):
         )
         self.run_task.log_group.grant_read(self.daemon_role)
 
-        # Code location: evaluates the raw-upload sensor (listing or queue mode).
+        # Code location: evaluates the raw-upload sensor (listing or queue mode), which compares
+        # raw objects with the manifests of what the lake already holds.
         raw.grant_read(self.code_location_role, f"{RAW_PREFIX}/*")
+        lake.grant_read(self.code_location_role, f"{LAKE_PREFIX}/*")
         data.raw_events_queue.grant_consume_messages(self.code_location_role)
 
         # Runs: read raw, write the lake (data, Athena results, compute logs), the platform's

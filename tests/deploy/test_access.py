@@ -121,6 +121,12 @@ def test_runs_reach_only_the_platforms_own_resources(synthesized: Synthesized):
 
 
 def test_code_location_reads_raw_and_consumes_the_queue(synthesized: Synthesized):
-    actions = actions_of(statements_of(synthesized, "CodeLocationRole"))
+    statements = statements_of(synthesized, "CodeLocationRole")
+    objects = {r for s in statements for r in as_list(s["Resource"]) if isinstance(r, str)}
+    assert {r.rsplit(":::", 1)[-1].split("-", 2)[-1] for r in objects if r.endswith("/*")} == {
+        "raw-123456789012-eu-west-1/raw/*",
+        "lake-123456789012-eu-west-1/lake/*",
+    }
+    actions = actions_of(statements)
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject*", "s3:List*"} <= actions
     assert not any(a.startswith(("s3:Put", "s3:Delete", "ecs:", "iam:")) for a in actions)
