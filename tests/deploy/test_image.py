@@ -224,7 +224,8 @@ def test_code_location_command_serves_the_installed_wheel(installed, tmp_path, d
         **{k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "DAGSTER_"))},
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join([str(installed), str(recorder)]),
-        "PLATFORM_ENV": "local",
+        # The services run with the aws resource set; it must load without reaching AWS.
+        "PLATFORM_ENV": "aws",
         "PLATFORM_DATA_DIR": str(workdir / "data"),
         "DAGSTER_HOME": str(workdir / "dagster_home"),
         "DEPLOY_TEST_IMPORT_LOG": str(import_log),
