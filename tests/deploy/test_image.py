@@ -3,11 +3,13 @@ command it runs, started from that wheel installed outside the repository."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -230,8 +232,12 @@ def test_code_location_command_serves_the_installed_wheel(installed, tmp_path, d
         "DAGSTER_HOME": str(workdir / "dagster_home"),
         "DEPLOY_TEST_IMPORT_LOG": str(import_log),
     }
+    server_log = tmp_path / "code-server.log"
+    # Its own process group: the code server starts a gRPC child that must stop with it, and
+    # output goes to a file so a child holding it open can never block the test.
     server = subprocess.Popen(
-        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=workdir, env=env, stdout=server_log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -242,8 +248,8 @@ def test_code_location_command_serves_the_installed_wheel(installed, tmp_path, d
             if probe.returncode == 0:
                 break
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                output = server.communicate(timeout=10)[0]
+                _stop(server)
+                output = server_log.read_text(errors="replace")
                 pytest.fail(f"{shlex.join(command)} did not become healthy:\n{output[-4000:]}")
             time.sleep(1)
 
@@ -254,12 +260,7 @@ def test_code_location_command_serves_the_installed_wheel(installed, tmp_path, d
         repositories = client.list_repositories()
         assert "data_platform.definitions" in repositories, repositories[:2000]
     finally:
-        server.terminate()
-        try:
-            server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate(timeout=10)
+        _stop(server)
 
     origins = [Path(line) for line in import_log.read_text().splitlines()]
     # Once in the code-server proxy's process, once in the gRPC server it runs the code in.
@@ -267,3 +268,18 @@ def test_code_location_command_serves_the_installed_wheel(installed, tmp_path, d
     for origin in origins:
         assert origin.is_relative_to(installed), origin
         assert not origin.is_relative_to(REPO), origin
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server and every process it started (its whole process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    # The gRPC child may outlive the parent by a moment; make sure nothing is left behind.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
