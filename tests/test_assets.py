@@ -184,3 +184,12 @@ def test_catalog_concurrent_writers_and_an_open_reader(tmp_path):
     reader.close()
     fresh = DuckDBCatalog(path=db)
     assert fresh.query("SELECT (SELECT count(*) FROM t1), (SELECT count(*) FROM t2)") == [(10, 10)]
+
+
+def test_concurrent_schema_inference_records_one_schema(data_dir, instance):
+    """Two runs inferring a schema at once: the first recorded wins and the other follows it."""
+    lake = LocalStorage().lake()
+    assert lake.put_bytes_if_absent(b'{"columns": []}', "_contracts/p.json")
+    assert not lake.put_bytes_if_absent(b'{"columns": [1]}', "_contracts/p.json")
+    assert lake.get_bytes("_contracts/p.json") == b'{"columns": []}'
+    assert not list((data_dir / "lake" / "_contracts").glob(".tmp-*"))

@@ -174,3 +174,10 @@ def test_athena_query_polls_and_types_results(aws):
     t0 = time.monotonic()
     assert catalog.query("SELECT 7, 3") == [(7, 3)]
     assert time.monotonic() - t0 < 30
+
+
+def test_put_if_absent_lets_only_the_first_writer_win(aws):
+    lake = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake").lake()
+    assert lake.put_bytes_if_absent(b"first", "_contracts/x.json")
+    assert not lake.put_bytes_if_absent(b"second", "_contracts/x.json")
+    assert lake.get_bytes("_contracts/x.json") == b"first"

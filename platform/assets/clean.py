@@ -32,10 +32,12 @@ def effective_contract(contract: Contract, lake: ObjectStore, *, sample=None, sc
     if sample is None:
         raise CleanError(f"dataset {contract.name} has no declared or recorded schema yet")
     columns = infer_columns(sample, contract, scratch)
-    lake.put_bytes(
+    stored = lake.put_bytes_if_absent(
         json.dumps({"columns": [c.to_dict() for c in columns]}, indent=1).encode(),
         inferred_contract_key(contract.name),
     )
+    if not stored:  # a concurrent run recorded the schema first: every file follows that one
+        return effective_contract(contract, lake)
     if log:
         log.info(f"inferred and recorded the schema of {contract.name}: "
                  f"{[(c.name, c.type) for c in columns]}")

@@ -111,6 +111,18 @@ class S3ObjectStore(ObjectStore):
         self._check_writable()
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    def put_bytes_if_absent(self, data: bytes, key: str) -> bool:
+        self._check_writable()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   IfNoneMatch="*")
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412",
+                                                           "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def get_bytes(self, key: str) -> bytes | None:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()

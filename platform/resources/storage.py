@@ -67,6 +67,10 @@ class ObjectStore(abc.ABC):
         """Store bytes at `key` atomically."""
 
     @abc.abstractmethod
+    def put_bytes_if_absent(self, data: bytes, key: str) -> bool:
+        """Store bytes at `key` only if nothing is there (atomically); return whether stored."""
+
+    @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes | None:
         """Return the object's bytes, or None if it does not exist."""
 
@@ -168,6 +172,24 @@ class LocalObjectStore(ObjectStore):
 
     def put_bytes(self, data: bytes, key: str) -> None:
         self._atomic_write(key, lambda f: f.write(data))
+
+    def put_bytes_if_absent(self, data: bytes, key: str) -> bool:
+        self._check_writable()
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, dest)  # fails if dest exists: first writer wins
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            os.unlink(tmp)
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
