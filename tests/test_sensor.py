@@ -226,3 +226,16 @@ def test_sensor_defaults_to_running():
     sensor = build_definitions().resolve_sensor_def("raw_uploads_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert os.environ.get("PLATFORM_ENV", "local") == "local"
+
+
+def test_byte_budget_defers_big_files_but_always_takes_one():
+    settings = SensorSettings(settle_seconds=0)
+    objs = [_obj("a", 1, size=60), _obj("b", 2, size=60), _obj("c", 3, size=10)]
+    state = {"pending": {o.key: f"{o.size}:{o.mtime_ns}" for o in objs}}
+    plan = plan_dataset(objs, state, set(), now_ns=10**12, settings=settings, budget=10,
+                        byte_budget=50, content_hash=lambda k: "h", last_hash=lambda k: None)
+    assert [k for k, _, _ in plan.new] == ["a"] and plan.deferred == 2
+    assert plan.state["wm"] == 2  # b is next: the watermark waits for it
+    plan = plan_dataset(objs, plan.state, {"a"}, now_ns=10**12, settings=settings, budget=10,
+                        byte_budget=100, content_hash=lambda k: "h", last_hash=lambda k: None)
+    assert [k for k, _, _ in plan.new] == ["b", "c"]

@@ -13,7 +13,7 @@ then decides: a new key is a new partition; a known key with new content is reru
 content again is a no-op. New keys of a dataset are added in one sorted request, so they form
 one contiguous range of the dynamic partitions and run in a few ranged runs (each file keeps its
 own partition status). One tick hashes at most `max_files_per_tick` files; a backlog drains
-over several ticks.
+over several ticks (and at most `max_bytes_per_tick` bytes, past the first file).
 """
 
 
@@ -43,6 +43,7 @@ class SensorSettings:
     """Limits of one tick; read from PLATFORM_SENSOR_* variables when the sensor runs."""
 
     max_files_per_tick: int = 1000
+    max_bytes_per_tick: int = 4 * 1024**3  # hashing local files runs at ~1.5 GB/s
     max_files_per_run: int = 100
     settle_seconds: float = 5.0
     partition_warn_at: int = 80_000
@@ -82,6 +83,7 @@ class DatasetPlan:
     waiting: list[str]
     deferred: int
     state: dict
+    bytes_taken: int = 0
 
 
 def plan_dataset(
@@ -94,6 +96,7 @@ def plan_dataset(
     budget: int,
     content_hash,
     last_hash,
+    byte_budget: int | None = None,
 ) -> DatasetPlan:
     """Decide, for one dataset, which objects to launch; pure apart from the two callbacks.
 
@@ -121,7 +124,13 @@ def plan_dataset(
         else:
             waiting.append(o)
             new_pending[o.key] = _sig(o)
-    taken, deferred = ready[:budget], ready[budget:]
+    # At most `budget` files and, past the first, `byte_budget` bytes to hash in this tick.
+    n, total = 0, 0
+    for o in ready[:budget]:
+        if n and byte_budget is not None and total + o.size > byte_budget:
+            break
+        n, total = n + 1, total + o.size
+    taken, deferred = ready[:n], ready[n:]
     for o in deferred:
         new_pending[o.key] = _sig(o)
 
@@ -146,7 +155,7 @@ def plan_dataset(
     return DatasetPlan(
         new=sorted(new, key=lambda t: t[0]), changed=changed, unchanged=unchanged,
         waiting=[o.key for o in waiting], deferred=len(deferred),
-        state={"wm": new_wm, "done": done, "pending": new_pending},
+        state={"wm": new_wm, "done": done, "pending": new_pending}, bytes_taken=total,
     )
 
 
@@ -186,7 +195,7 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
                 by_dataset.setdefault(ds, []).append(dataclasses.replace(o, key=rel))
 
         run_requests, partition_requests, events = [], [], []
-        budget = settings.max_files_per_tick
+        budget, byte_budget = settings.max_files_per_tick, settings.max_bytes_per_tick
         notes: list[str] = []
         new_states = dict(states)
         for ds, d in datasets.items():
@@ -205,9 +214,10 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
             plan = plan_dataset(
                 objects, states.get(ds, {}), known, now_ns=now_ns, settings=settings,
                 budget=budget, content_hash=lambda k, ds=ds: raw.content_hash(f"{ds}/{k}"),
-                last_hash=last_hash,
+                last_hash=last_hash, byte_budget=byte_budget,
             )
             budget -= len(plan.new) + len(plan.changed) + len(plan.unchanged)
+            byte_budget = max(0, byte_budget - plan.bytes_taken)
             new_states[ds] = plan.state
             if plan.waiting:
                 notes.append(f"{ds}: waiting for {len(plan.waiting)} file(s) to settle")
