@@ -12,9 +12,12 @@ import urllib.request
 
 import boto3
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
+from data_platform.assets.checks import _footer
 from data_platform.definitions import build_definitions
 from data_platform.resources import GlueCatalog, S3Storage
 from data_platform.resources.storage import ReadOnlyError
@@ -181,3 +184,31 @@ def test_put_if_absent_lets_only_the_first_writer_win(aws):
     assert lake.put_bytes_if_absent(b"first", "_contracts/x.json")
     assert not lake.put_bytes_if_absent(b"second", "_contracts/x.json")
     assert lake.get_bytes("_contracts/x.json") == b"first"
+
+
+def test_parquet_footer_is_read_with_ranged_gets_only(aws, tmp_path):
+    """Checks read row counts and schemas from footers: a few KB, never the whole object."""
+    _, s3 = aws
+    local = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": list(range(200_000))}), local, row_group_size=50_000)
+    s3.upload_file(str(local), "lake-bucket", "lake/cleaned/t/t.parquet")
+    lake = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake").lake()
+    reads = []
+    store_open = lake.open_read
+
+    def counting_open(key):
+        reader = store_open(key)
+        original = reader.readinto
+
+        def readinto(buf):
+            n = original(buf)
+            reads.append(n)
+            return n
+
+        reader.readinto = readinto
+        return reader
+
+    lake.open_read = counting_open
+    meta = _footer(lake, "cleaned/t/t.parquet")
+    assert meta.num_rows == 200_000 and meta.num_row_groups == 4
+    assert sum(reads) < local.stat().st_size / 10

@@ -37,8 +37,9 @@ def arrow_type(column: Column) -> pa.DataType:
 
 
 def _footer(store: ObjectStore, key: str) -> pq.FileMetaData:
-    with store.local_copy(key) as path:
-        return pq.ParquetFile(path).metadata
+    """The Parquet footer of a stored file, read without fetching the whole file."""
+    with store.open_read(key) as f:
+        return pq.ParquetFile(pa.PythonFile(f, mode="r")).metadata
 
 
 def _keys(context) -> list[str]:

@@ -6,6 +6,7 @@ global) with timeouts and adaptive retries on every call.
 """
 
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,39 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 def _missing(e: botocore.exceptions.ClientError) -> bool:
     return e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+class RangedReader(io.RawIOBase):
+    """A seekable read-only view of one S3 object, fetching byte ranges on demand."""
+
+    def __init__(self, client, bucket: str, key: str):
+        self.client, self.bucket, self.key = client, bucket, key
+        self.size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.size - self.pos)
+        if n <= 0:
+            return 0
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key,
+                                      Range=f"bytes={self.pos}-{self.pos + n - 1}")["Body"].read()
+        buffer[:len(body)] = body
+        self.pos += len(body)
+        return len(body)
 
 
 class S3ObjectStore(ObjectStore):
@@ -102,6 +136,14 @@ class S3ObjectStore(ObjectStore):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def open_read(self, key: str) -> io.RawIOBase:
+        try:
+            return RangedReader(self.client, self.bucket, self._key(key))
+        except botocore.exceptions.ClientError as e:
+            if _missing(e):
+                raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+            raise
 
     def put_file(self, local: Path, key: str) -> None:
         self._check_writable()

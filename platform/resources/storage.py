@@ -12,6 +12,7 @@ import abc
 import contextlib
 import dataclasses
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -57,6 +58,11 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]:
         """Context manager yielding a local, read-only path with the object's content."""
+
+    @abc.abstractmethod
+    def open_read(self, key: str) -> io.RawIOBase:
+        """A seekable binary reader; remote stores fetch only the byte ranges that are read
+        (reading a Parquet footer never downloads the file)."""
 
     @abc.abstractmethod
     def put_file(self, local: Path, key: str) -> None:
@@ -145,6 +151,9 @@ class LocalObjectStore(ObjectStore):
         if not p.is_file():
             raise FileNotFoundError(f"{self.uri(key)} does not exist")
         yield p
+
+    def open_read(self, key: str) -> io.RawIOBase:
+        return open(self._path(key), "rb", buffering=0)
 
     def _atomic_write(self, key: str, write) -> None:
         self._check_writable()
