@@ -286,24 +286,33 @@ def side_ours(path: Path, out: Path, partitioned: bool, module: str,
             "out_bytes": _dir_bytes(out), "rejected_lines": rejected_lines}
 
 
-def side_baseline(path: Path, out: Path) -> dict:
-    import pandas as pd
-
+def _time_pandas(out: Path, script) -> dict:
+    """Run a pandas script writing into `out`, timing it; a failure is a result too."""
     out.mkdir(parents=True, exist_ok=True)
     t, cpu = time.perf_counter(), _cpu()
-    # What a naive script ends up as. Without on_bad_lines="skip" read_csv raises on the rows
-    # with too many fields ("Expected 9 fields in line ..., saw 10"). Without low_memory=False
-    # (which the DtypeWarning suggests) the chunk-wise typing leaves floats and strings mixed in
-    # the columns holding `12x`/`12.3.4`, and to_parquet raises ArrowTypeError.
     try:
-        df = pd.read_csv(path, on_bad_lines="skip", low_memory=False)
-        df.to_parquet(out / "out.parquet")
+        rows = script()
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t,
                 "cpu_seconds": _cpu() - cpu}
     seconds, cpu = time.perf_counter() - t, _cpu() - cpu
-    return {"seconds": seconds, "cpu_seconds": cpu, "rows_in": None, "rows_written": len(df),
+    return {"seconds": seconds, "cpu_seconds": cpu, "rows_in": None, "rows_written": rows,
             "rows_rejected": None, "out_bytes": _dir_bytes(out)}
+
+
+def side_baseline(path: Path, out: Path) -> dict:
+    import pandas as pd
+
+    # What a naive script ends up as. Without on_bad_lines="skip" read_csv raises on the rows
+    # with too many fields ("Expected 9 fields in line ..., saw 10"). Without low_memory=False
+    # (which the DtypeWarning suggests) the chunk-wise typing leaves floats and strings mixed in
+    # the columns holding `12x`/`12.3.4`, and to_parquet raises ArrowTypeError.
+    def script() -> int:
+        df = pd.read_csv(path, on_bad_lines="skip", low_memory=False)
+        df.to_parquet(out / "out.parquet")
+        return len(df)
+
+    return _time_pandas(out, script)
 
 
 def side_baseline_typed(path: Path, out: Path) -> dict:
@@ -311,9 +320,7 @@ def side_baseline_typed(path: Path, out: Path) -> dict:
     UTC timestamps, dates), coercing what does not parse, as such scripts do (silently)."""
     import pandas as pd
 
-    out.mkdir(parents=True, exist_ok=True)
-    t, cpu = time.perf_counter(), _cpu()
-    try:
+    def script() -> int:
         df = pd.read_csv(path, on_bad_lines="skip", low_memory=False, dtype="string")
         for col in ("id", "customer_id", "quantity"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
@@ -323,12 +330,9 @@ def side_baseline_typed(path: Path, out: Path) -> dict:
                                           format="ISO8601")
         df["event_date"] = pd.to_datetime(df["event_date"], errors="coerce", format="%Y-%m-%d")
         df.to_parquet(out / "out.parquet")
-    except Exception as e:
-        return {"error": f"{type(e).__name__}: {e}", "seconds": time.perf_counter() - t,
-                "cpu_seconds": _cpu() - cpu}
-    seconds, cpu = time.perf_counter() - t, _cpu() - cpu
-    return {"seconds": seconds, "cpu_seconds": cpu, "rows_in": None, "rows_written": len(df),
-            "rows_rejected": None, "out_bytes": _dir_bytes(out)}
+        return len(df)
+
+    return _time_pandas(out, script)
 
 
 def run_child(side: str, path: Path, out: Path, partitioned: bool, args) -> dict:

@@ -31,7 +31,15 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from .contracts import Column, Contract, contract_type_from_duckdb, normalize_names
+from .contracts import (
+    EXTENSIONS,
+    Column,
+    Contract,
+    contract_type_from_duckdb,
+    normalize_names,
+)
+from .sql import quote_ident as _q
+from .sql import quote_literal as _lit
 
 # Snappy: the lake's usual codec; zstd saves ~25% of space but costs ~10% more CPU per row here.
 PARQUET_CODEC = "snappy"
@@ -90,14 +98,6 @@ class CleanResult:
         }
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _compression(path: Path, contract: Contract) -> str:
     comp = contract.format.compression
     if comp == "auto":
@@ -144,15 +144,13 @@ def _csv_reader(lines, fmt):
                       escapechar=None if fmt.escape == fmt.quote else fmt.escape)
 
 
-def read_header(path: Path, contract: Contract) -> list[str]:
-    """Return the raw header fields of a CSV file; raises CleanError when unreadable.
+def _read_header(path: Path, contract: Contract, compression: str) -> list[str]:
+    """Return the raw header fields of a CSV file (already sniffed); raises CleanError.
 
     Only the header's own bytes are decoded, so a bad byte further down the file rejects that
     row later instead of failing the whole file here.
     """
     fmt = contract.format
-    compression = _compression(path, contract)
-    _sniff_text(path, compression, contract)
     opener = gzip.open if compression == "gzip" else open
     raw_lines: list[bytes] = []
     try:
@@ -307,23 +305,20 @@ def _wide_decimal(column: Column) -> str:
     return f"DECIMAL(38,{scale})"
 
 
-def _row_rules(contract: Contract, present: set[str],
-               decimals_from: set[str] | None = None) -> list[tuple[str, str, str, str]]:
+def _row_rules(contract: Contract, not_null_in: set[str],
+               decimals_in: set[str]) -> list[tuple[str, str, str, str]]:
     """(column, violated SQL, reason SQL, error type) for row-level contract rules.
 
-    Not-null rules for the columns in `present`; decimal-fit rules for the decimal columns in
-    `decimals_from` (default `present`). The SQL refers to the columns as read (decimals wide).
+    Not-null rules for the non-nullable columns in `not_null_in`; decimal-fit rules for the
+    decimal columns in `decimals_in`. The SQL refers to the columns as read (decimals wide).
     """
     rules = []
-    decimals_from = present if decimals_from is None else decimals_from
     for c in contract.columns:
-        if c.name not in present and c.name not in decimals_from:
-            continue
         col = _q(c.name)
-        if not c.nullable and c.name in present:
+        if not c.nullable and c.name in not_null_in:
             rules.append((c.name, f"{col} IS NULL",
                           _lit(f"column {c.name}: null in a non-nullable column"), "NOT NULL"))
-        if c.sql_type.startswith("DECIMAL") and c.name in decimals_from:
+        if c.sql_type.startswith("DECIMAL") and c.name in decimals_in:
             exact = f"TRY_CAST({col} AS {c.sql_type})"
             rules.append((
                 c.name, f"({col} IS NOT NULL AND ({exact} IS NULL OR {exact} <> {col}))",
@@ -369,7 +364,7 @@ def clean_file(
     if not fmt.accepts(path.name):
         raise CleanError(
             f"{path.name!r} does not have a {fmt.type} extension "
-            f"(expected one of {', '.join(_exts(contract))})"
+            f"(expected one of {', '.join(EXTENSIONS[fmt.type])})"
         )
     compression = _compression(path, contract)
     bytes_in = path.stat().st_size
@@ -390,12 +385,6 @@ def clean_file(
     result.bytes_in = bytes_in
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _exts(contract: Contract) -> tuple[str, ...]:
-    from .contracts import EXTENSIONS
-
-    return EXTENSIONS[contract.format.type]
 
 
 def _collect_ok(pass_dir: Path) -> list[StagedFile]:
@@ -456,7 +445,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     fmt = contract.format
     head = _sniff_text(path, compression, contract)
     if fmt.header:
-        header = read_header(path, contract)
+        header = _read_header(path, contract, compression)
         mapping, column_mapping = _match_header(header, contract)
         if not any(mapping):
             hint = ""
@@ -514,7 +503,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         if c.sql_type.startswith("DECIMAL") else _q(c.name)
         for c in contract.columns
     )
-    rules = _row_rules(contract, present - set(enforced), decimals_from=present)
+    rules = _row_rules(contract, not_null_in=present - set(enforced), decimals_in=present)
     raw_cols = ", ".join(
         f"{_q(c.name)} := {'NULL' if c.name in missing else _q(c.name)}"
         for c in contract.columns
@@ -623,7 +612,8 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
     DuckDB table (spilling to scratch, not memory) and split into good and rejected files.
     """
     fmt = contract.format
-    _sniff_text(path, compression, contract) if fmt.type == "jsonl" else None
+    if fmt.type == "jsonl":
+        _sniff_text(path, compression, contract)
     if fmt.type == "jsonl":
         src = (
             f"(SELECT row_number() OVER () AS _line, j AS _raw FROM read_csv({_lit(str(path))}, "

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from .cleaning import CleanError, infer_columns, _compression
+from .cleaning import CleanError, _compression, infer_columns
 from .contracts import (
     EXTENSIONS,
     Column,
@@ -21,6 +21,7 @@ from .contracts import (
     FileFormat,
     parse_contract,
 )
+from .sql import quote_ident
 
 
 def _format_for(path: Path, explicit: str | None) -> str:
@@ -40,7 +41,7 @@ def _non_null_columns(path: Path, contract: Contract, columns: tuple[Column, ...
         return set()
     con = duckdb.connect()
     try:
-        nulls = ", ".join(f'count(*) - count("{c.source}")' for c in columns)
+        nulls = ", ".join(f"count(*) - count({quote_ident(c.source)})" for c in columns)
         row = con.execute(
             f"SELECT {nulls} FROM read_csv(?, header=true, delim=?, quote=?, nullstr=?, "
             f"compression=?, ignore_errors=true, all_varchar=true)",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-
 from data_platform.assets import build_dataset
 from data_platform.contracts import load_contracts
 from data_platform.resources import (

@@ -1,5 +1,7 @@
 """Helpers for running the platform's jobs and sensor against a real ephemeral instance."""
 
+import socket
+
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.storage.tags import (
@@ -45,3 +47,10 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None)
     for req in data.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
     return list(data.run_requests or []), data.skip_message, data.cursor
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,6 +1,7 @@
 """The asset graph (raw -> cleaned -> table) and its checks, run for real on tmp folders."""
 
 import hashlib
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -9,8 +10,8 @@ import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-
 from data_platform.assets.checks import reconcile, schema_problems
+from data_platform.assets.clean import effective_contract
 from data_platform.contracts import Column, load_contracts
 from data_platform.definitions import build_definitions
 from data_platform.resources import DuckDBCatalog, LocalStorage
@@ -186,10 +187,31 @@ def test_catalog_concurrent_writers_and_an_open_reader(tmp_path):
     assert fresh.query("SELECT (SELECT count(*) FROM t1), (SELECT count(*) FROM t2)") == [(10, 10)]
 
 
-def test_concurrent_schema_inference_records_one_schema(data_dir, instance):
-    """Two runs inferring a schema at once: the first recorded wins and the other follows it."""
+def test_put_if_absent_keeps_the_first_write(data_dir):
     lake = LocalStorage().lake()
     assert lake.put_bytes_if_absent(b'{"columns": []}', "_contracts/p.json")
     assert not lake.put_bytes_if_absent(b'{"columns": [1]}', "_contracts/p.json")
     assert lake.get_bytes("_contracts/p.json") == b'{"columns": []}'
     assert not list((data_dir / "lake" / "_contracts").glob(".tmp-*"))
+
+
+def test_schema_inference_losing_a_race_follows_the_recorded_schema(samples, tmp_path):
+    """Another run records its schema between our look-up and our write: ours is discarded."""
+    lake = LocalStorage().lake()
+    contract = load_contracts()["penguins"]
+    theirs = json.dumps({"columns": [{"name": "species", "type": "string"}]}).encode()
+    looked_up = []
+
+    class Racing(type(lake)):
+        def get_bytes(self, key):
+            if key.startswith("_contracts/") and not looked_up:
+                looked_up.append(key)
+                super().put_bytes_if_absent(theirs, key)  # the other run wins now
+                return None
+            return super().get_bytes(key)
+
+    racing = Racing(lake.root)
+    sample = samples / "raw" / "penguins" / "station_a_2008.csv"
+    eff = effective_contract(contract, racing, sample=sample, scratch=tmp_path / "work")
+    assert [c.name for c in eff.columns] == ["species"]
+    assert lake.get_bytes("_contracts/penguins.json") == theirs

@@ -6,7 +6,6 @@ Athena is the SQL the platform sends and how it reads results.
 """
 
 import json
-import socket
 import time
 import urllib.request
 
@@ -15,23 +14,16 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
-
 from data_platform.assets.checks import _footer
 from data_platform.definitions import build_definitions
 from data_platform.resources import GlueCatalog, S3Storage
 from data_platform.resources.storage import ReadOnlyError
+from moto.server import ThreadedMotoServer
 
 from .conftest import SAMPLES
-from .helpers import check_results, run_ingest, tick
+from .helpers import check_results, free_port, run_ingest, tick
 
 REGION = "eu-west-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -108,7 +100,7 @@ def test_s3_object_store_lists_all_pages_and_protects_raw(aws):
     assert lake.stat("_manifests/x.json") is None
 
 
-def test_ingest_on_s3_registers_glue_tables(aws, instance=None):
+def test_ingest_on_s3_registers_glue_tables(aws):
     endpoint, s3 = aws
     for path in sorted((SAMPLES / "orders").iterdir()):
         s3.upload_file(str(path), "raw-bucket", f"raw/orders/{path.name}")

@@ -14,7 +14,6 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from data_platform.cleaning import CleanError, clean_file
 from data_platform.contracts import load_contracts, parse_contract
 

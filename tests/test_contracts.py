@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from data_platform.contracts import (
     CONTRACTS_DIR,
     DEFAULT_NULL_MARKERS,

@@ -3,7 +3,6 @@ own, and the table answers a query. Real processes, real SQLite instance, no moc
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,19 +10,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from data_platform.resources import DuckDBCatalog
 
 from .conftest import write_raw
+from .helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path):

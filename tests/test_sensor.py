@@ -1,7 +1,6 @@
 """The raw-upload sensor against a real (ephemeral) Dagster instance and a real raw folder."""
 
 import json
-import os
 import time
 
 import dagster as dg
@@ -12,7 +11,6 @@ from dagster._core.storage.tags import (
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG as START,
 )
-
 from data_platform.definitions import build_definitions
 from data_platform.resources.storage import ObjectInfo
 from data_platform.sensors.raw_uploads import SensorSettings, plan_dataset
@@ -222,10 +220,11 @@ def test_settle_time_is_respected():
     assert [k for k, _, _ in plan.new] == ["a"]
 
 
-def test_sensor_defaults_to_running():
-    sensor = build_definitions().resolve_sensor_def("raw_uploads_sensor")
+def test_sensor_defaults_to_running_on_the_local_resources():
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("raw_uploads_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert os.environ.get("PLATFORM_ENV", "local") == "local"
+    assert type(defs.resources["storage"]).__name__ == "LocalStorage"
 
 
 def test_byte_budget_defers_big_files_but_always_takes_one():

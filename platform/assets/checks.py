@@ -6,7 +6,6 @@ key unique and non-null, and table row count equal to the Parquet footers' row c
 """
 
 
-import contextlib
 from collections.abc import Iterable
 
 import dagster as dg
@@ -17,6 +16,7 @@ from ..contracts import Column, Contract
 from ..lake import cleaned_prefix, read_manifest
 from ..resources.catalog import CatalogResource
 from ..resources.storage import ObjectStore, StorageResource
+from ..sql import quote_ident
 from .clean import effective_contract
 
 _ARROW = {
@@ -40,12 +40,6 @@ def _footer(store: ObjectStore, key: str) -> pq.FileMetaData:
     """The Parquet footer of a stored file, read without fetching the whole file."""
     with store.open_read(key) as f:
         return pq.ParquetFile(pa.PythonFile(f, mode="r")).metadata
-
-
-def _keys(context) -> list[str]:
-    with contextlib.suppress(Exception):
-        return list(context.partition_keys)
-    return []
 
 
 def reconcile(lake: ObjectStore, dataset: str, keys: Iterable[str]) -> tuple[bool, dict]:
@@ -97,7 +91,7 @@ def build_checks(contract: Contract, partitions: dg.PartitionsDefinition,
                     description="Rows in = rows written + rows rejected, counted in the "
                                 "published Parquet files.")
     def rows_reconcile(context, storage: StorageResource) -> dg.AssetCheckResult:
-        ok, meta = reconcile(storage.lake(), ds, _keys(context))
+        ok, meta = reconcile(storage.lake(), ds, context.partition_keys)
         return dg.AssetCheckResult(passed=ok, metadata=meta)
 
     @dg.asset_check(asset=cleaned_key, name="schema_matches_contract", blocking=True,
@@ -106,7 +100,7 @@ def build_checks(contract: Contract, partitions: dg.PartitionsDefinition,
     def schema_matches_contract(context, storage: StorageResource) -> dg.AssetCheckResult:
         lake = storage.lake()
         eff = effective_contract(contract, lake)
-        problems = schema_problems(lake, eff, _keys(context))
+        problems = schema_problems(lake, eff, context.partition_keys)
         return dg.AssetCheckResult(passed=not problems,
                                    metadata={"problems": dg.MetadataValue.json(problems)})
 
@@ -118,7 +112,7 @@ def build_checks(contract: Contract, partitions: dg.PartitionsDefinition,
     def rejected_share(context, storage: StorageResource) -> dg.AssetCheckResult:
         lake = storage.lake()
         shares = {}
-        for key in _keys(context):
+        for key in context.partition_keys:
             m = read_manifest(lake, ds, key)
             if m is not None:
                 shares[key] = (m.rows_rejected / m.rows_in) if m.rows_in else 0.0
@@ -149,19 +143,20 @@ def build_checks(contract: Contract, partitions: dg.PartitionsDefinition,
     checks = [rows_reconcile, schema_matches_contract, rejected_share, row_count_matches_parquet]
 
     if contract.primary_key:
-        pk = ", ".join(f'"{c}"' for c in contract.primary_key)
-        any_null = " OR ".join(f'"{c}" IS NULL' for c in contract.primary_key)
+        pk = ", ".join(quote_ident(c) for c in contract.primary_key)
+        any_null = " OR ".join(f"{quote_ident(c)} IS NULL" for c in contract.primary_key)
+        table = quote_ident(ds)
 
         @dg.asset_check(asset=table_key, name="primary_key_unique", blocking=True,
                         description=f"Primary key ({', '.join(contract.primary_key)}) is unique "
                                     "and never null across the whole table.")
         def primary_key_unique(catalog: CatalogResource) -> dg.AssetCheckResult:
-            nulls = catalog.query(f'SELECT count(*) FROM "{ds}" WHERE {any_null}')[0][0]
+            nulls = catalog.query(f"SELECT count(*) FROM {table} WHERE {any_null}")[0][0]
             dups = catalog.query(
                 f'SELECT count(*), coalesce(sum(n), 0) FROM (SELECT {pk}, count(*) AS n '
-                f'FROM "{ds}" GROUP BY {pk} HAVING count(*) > 1)')[0]
+                f"FROM {table} GROUP BY {pk} HAVING count(*) > 1)")[0]
             sample = catalog.query(
-                f'SELECT {pk}, count(*) AS n FROM "{ds}" GROUP BY {pk} HAVING count(*) > 1 '
+                f"SELECT {pk}, count(*) AS n FROM {table} GROUP BY {pk} HAVING count(*) > 1 "
                 'ORDER BY n DESC LIMIT 5')
             return dg.AssetCheckResult(
                 passed=nulls == 0 and dups[0] == 0,

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..cleaning import CleanError, infer_columns, clean_file
+from ..cleaning import CleanError, clean_file, infer_columns
 from ..contracts import Contract
 from ..lake import Manifest, columns_from_dicts, inferred_contract_key, publish
 from ..resources.scratch import ScratchResource

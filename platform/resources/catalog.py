@@ -20,19 +20,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
 import duckdb
+from pydantic import Field
 
 from ..contracts import Column
 from ..settings import local_path, setting
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+from ..sql import quote_ident as _q
+from ..sql import quote_literal as _lit
 
 
 class CatalogResource(dg.ConfigurableResource, abc.ABC):

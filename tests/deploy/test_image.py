@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import free_port
 from .conftest import DEPLOY, REPO
 
 pytestmark = pytest.mark.deploy
@@ -69,12 +69,6 @@ def instructions() -> list[tuple[int, str, str]]:
 def image_command() -> list[str]:
     (cmd,) = [args for _, keyword, args in instructions() if keyword == "CMD"]
     return json.loads(cmd)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def with_option(command: list[str], option: str, value: str) -> list[str]:
