@@ -82,6 +82,7 @@ class CleanResult:
     missing_columns: list[str]
     bytes_in: int
     seconds: float
+    source_records: int | None = None
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -349,6 +350,9 @@ def clean_file(
     source_key: str,
     memory_limit: str | None = None,
     threads: int | None = None,
+    field_ids: dict[str, int] | None = None,
+    rejected_field_ids: dict[str, int] | None = None,
+    constants: dict[str, tuple[str, Any]] | None = None,
 ) -> CleanResult:
     """Parse `path` per `contract` into staged Parquet under `staging`.
 
@@ -383,8 +387,50 @@ def clean_file(
     finally:
         con.close()
     result.bytes_in = bytes_in
+    if field_ids or constants:
+        _interim_finalize(result, contract, field_ids, rejected_field_ids, constants or {})
+    result.source_records = _interim_count(path, contract, compression)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _interim_count(path, contract, compression):
+    if contract.format.type == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    opener = gzip.open if compression == "gzip" else open
+    with opener(path, "rb") as f:
+        text = io.TextIOWrapper(f, encoding=contract.format.encoding, errors="replace", newline="")
+        if contract.format.type == "jsonl":
+            return sum(1 for line in text if line.strip())
+        reader = _csv_reader(text, contract.format)
+        if contract.format.header:
+            next(reader, None)
+        return sum(1 for row in reader if row)
+
+
+def _interim_finalize(result, contract, field_ids, rejected_field_ids, constants):
+    import pyarrow as pa
+
+    def rewrite(path, ids, extra):
+        t = pq.read_table(path)
+        for name, value in extra.items():
+            t = t.append_column(name, pa.array([value] * t.num_rows, type=t.schema.field(0).type
+                                                if False else None))
+        fields = [pa.field(f.name, f.type, metadata={b"PARQUET:field_id": str(ids[f.name]).encode()})
+                  for f in t.schema]
+        t = t.cast(pa.schema(fields))
+        pq.write_table(t, path, compression="snappy")
+
+    for f in result.files:
+        extra = {k: v for k, (_, v) in constants.items()}
+        if f.subdir and contract.partition_column:
+            col, _, value = f.subdir.partition("=")
+            import datetime as _dt
+            c = contract.column(col)
+            extra = {col: _dt.date.fromisoformat(value) if c.type == "date" else value, **extra}
+        rewrite(f.path, field_ids, extra)
+    if result.rejected_file:
+        rewrite(result.rejected_file, rejected_field_ids, {k: v for k, (_, v) in constants.items()})
 
 
 def _collect_ok(pass_dir: Path) -> list[StagedFile]:

@@ -43,7 +43,6 @@ def build_definitions(env: str = "local") -> dg.Definitions:
     return dg.Definitions(
         assets=[d.raw for d in datasets.values()]
         + [a for d in datasets.values() for a in d.assets],
-        asset_checks=[c for d in datasets.values() for c in d.checks],
         jobs=[d.job for d in datasets.values()],
         sensors=[build_raw_uploads_sensor(datasets)],
         resources=resources_for(env),

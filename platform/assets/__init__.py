@@ -7,9 +7,8 @@ import dataclasses
 import dagster as dg
 
 from ..contracts import Contract
-from .catalog import build_table_asset
-from .checks import build_checks
 from .clean import build_cleaned_asset
+from .table import build_table_asset
 
 
 def partitions_name(dataset: str) -> str:
@@ -28,7 +27,6 @@ class DatasetDefs:
     partitions: dg.DynamicPartitionsDefinition
     raw: dg.AssetSpec
     assets: list[dg.AssetsDefinition]
-    checks: list
     job: dg.UnresolvedAssetJobDefinition
 
 
@@ -46,13 +44,13 @@ def build_dataset(contract: Contract) -> DatasetDefs:
     )
     cleaned = build_cleaned_asset(contract, partitions, raw.key)
     table = build_table_asset(contract, partitions, cleaned.key)
-    checks = build_checks(contract, partitions, cleaned.key, table.key)
     job = dg.define_asset_job(
         name=job_name(ds),
         selection=dg.AssetSelection.assets(cleaned, table),
         # Steps are light except cleaning, which DuckDB already spreads over the cores; one
         # process per step would cost more in start-up than the steps themselves.
         executor_def=dg.in_process_executor,
-        description=f"Clean new raw files of {ds}, refresh its table and run its checks.",
+        description=f"Stage and audit new raw files of {ds}, then commit the ones that passed "
+                    "to its Iceberg table in one snapshot.",
     )
-    return DatasetDefs(contract, partitions, raw, [cleaned, table], checks, job)
+    return DatasetDefs(contract, partitions, raw, [cleaned, table], job)

@@ -1,16 +1,37 @@
-"""`cleaned/<dataset>`: one raw file per partition, streamed into typed Parquet plus rejects."""
+"""`cleaned/<dataset>`: stage and audit each raw file's version; nothing here is visible to readers.
+
+Per partition (one raw key), the run copies exactly the version the sensor saw (or skips the key
+as superseded when it changed again), hashes the copy, cleans it into typed Parquet that carries
+the table's field ids and the lineage columns, uploads the files into the table's data folder
+(unreferenced, so invisible), audits them, and writes a staging record. `table/<dataset>`
+commits what passed. Per-file problems never fail this step: they are recorded, reported by the
+checks, and fail the file's partition at commit.
+"""
 
 
+import hashlib
 import json
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from .. import staging as st
 from ..cleaning import CleanError, clean_file, infer_columns
-from ..contracts import Contract
-from ..lake import Manifest, columns_from_dicts, inferred_contract_key, publish
+from ..contracts import EXTENSIONS, Column, Contract
+from ..resources.catalog import CatalogResource
 from ..resources.scratch import ScratchResource
-from ..resources.storage import ObjectStore, StorageResource
+from ..resources.storage import ObjectStore, StorageResource, VersionChanged
+from ..tables.commit import committed_files
+from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema, field_ids
+from ..tables.store import ensure_dataset_tables, rejected_name, staging_prefix
+from ..versions import IngestConfig
+from .audit import AUDITS, audit_staged
+
+READABLE = "file_readable"
+CHECKS = (READABLE,) + AUDITS
 
 
 def raw_key(contract: Contract, partition_key: str) -> str:
@@ -21,20 +42,21 @@ def effective_contract(contract: Contract, lake: ObjectStore, *, sample=None, sc
                        log=None) -> Contract:
     """Return the contract with columns: declared, recorded from the first file, or inferred now.
 
-    An inferred schema is recorded in the lake the first time, so later files are held to it
-    (a bad value in a later file is rejected, not silently re-typed).
+    An inferred schema is recorded in the lake the first time (first writer wins), so later
+    files are held to it: a bad value in a later file is rejected, not silently re-typed.
     """
     if contract.columns:
         return contract
-    recorded = lake.get_bytes(inferred_contract_key(contract.name))
+    recorded = lake.get_bytes(st.inferred_contract_key(contract.name))
     if recorded:
-        return contract.with_columns(columns_from_dicts(json.loads(recorded)["columns"]))
+        return contract.with_columns(
+            tuple(Column(**c) for c in json.loads(recorded)["columns"]))
     if sample is None:
         raise CleanError(f"dataset {contract.name} has no declared or recorded schema yet")
     columns = infer_columns(sample, contract, scratch)
     stored = lake.put_bytes_if_absent(
         json.dumps({"columns": [c.to_dict() for c in columns]}, indent=1).encode(),
-        inferred_contract_key(contract.name),
+        st.inferred_contract_key(contract.name),
     )
     if not stored:  # a concurrent run recorded the schema first: every file follows that one
         return effective_contract(contract, lake)
@@ -44,94 +66,203 @@ def effective_contract(contract: Contract, lake: ObjectStore, *, sample=None, sc
     return contract.with_columns(columns)
 
 
-def _partition_metadata(m: Manifest, result_meta: dict[str, Any]) -> dict[str, Any]:
+def local_name(contract: Contract, key: str) -> str | None:
+    """A safe local file name with the key's extension (None if the extension is wrong).
+
+    The raw key never becomes a local path or SQL text: `*`, `?`, `[...]` stay in the key.
+    """
+    lower = key.lower()
+    for ext in sorted(EXTENSIONS[contract.format.type], key=len, reverse=True):
+        if lower.endswith(ext):
+            return f"source{ext}"
+    return None
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class Stager:
+    """Stages the raw files of one run of one dataset."""
+
+    def __init__(self, context, contract: Contract, storage: StorageResource,
+                 catalog: CatalogResource, scratch: ScratchResource, config: IngestConfig):
+        self.context, self.contract, self.config = context, contract, config
+        self.raw, self.lake = storage.raw(), storage.lake()
+        self.catalog, self.scratch = catalog, scratch
+        self.ice = catalog.iceberg()
+        self.tables = None
+        self.run_id = context.run.run_id
+        self.fallback_version = int(context.instance.get_run_record_by_id(
+            self.run_id).create_timestamp.timestamp() * 1e9) if context.instance else time.time_ns()
+
+    def _tables(self, eff: Contract):
+        if self.tables is None:
+            self.tables = ensure_dataset_tables(self.ice, self.catalog.namespace, eff, self.lake)
+            for part, (t, evo) in self.tables.items():
+                if evo:
+                    self.context.log.info(f"table {t.name()} evolved: {evo.describe()}")
+        return self.tables["data"][0], self.tables["rejected"][0]
+
+    def stage(self, key: str) -> st.StagingRecord:
+        ds, rk = self.contract.name, raw_key(self.contract, key)
+        wanted = self.config.versions.get(key)
+        version = wanted.seq if wanted else self.fallback_version
+        record = st.StagingRecord(dataset=ds, key=key, version=version, status=st.UNREADABLE,
+                                  run_id=self.run_id)
+        name = local_name(self.contract, key)
+        if name is None:
+            record.reason = (f"{key!r} does not have a {self.contract.format.type} extension "
+                             f"(expected one of {', '.join(EXTENSIONS[self.contract.format.type])})")
+            return self._save(record)
+        with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
+            local = work / name
+            try:
+                info = self.raw.fetch(rk, local, signature=wanted.signature if wanted else None)
+            except VersionChanged as e:
+                record.status, record.reason = st.SUPERSEDED, str(e)
+                return self._save(record)
+            except FileNotFoundError:
+                record.reason = f"raw/{rk} no longer exists"
+                return self._save(record)
+            record.signature = info.signature
+            record.content_hash = sha256_file(local)
+            if self._unchanged(key, record.content_hash):
+                record.status = st.UNCHANGED
+                record.reason = "same content as the committed version"
+                return self._save(record)
+            try:
+                eff = effective_contract(self.contract, self.lake, sample=local, scratch=work,
+                                         log=self.context.log)
+                data_table, rejected_table = self._tables(eff)
+                result = clean_file(local, eff, work / "out", source_key=rk,
+                                    field_ids=field_ids(data_table.schema()),
+                                    rejected_field_ids=field_ids(rejected_table.schema()),
+                                    constants={SOURCE_KEY: ("VARCHAR", key),
+                                               SOURCE_VERSION: ("BIGINT", version)})
+            except (CleanError, UnicodeError) as e:
+                record.reason = f"{type(e).__name__}: {e}"
+                return self._save(record)
+            tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
+            for i, f in enumerate(result.files):
+                k = f"{staging_prefix(self.catalog.namespace, ds, f.subdir)}/{tag}-{i}.parquet"
+                self.lake.put_file(f.path, k)
+                record.data_files.append(self.lake.uri(k))
+            if result.rejected_file:
+                k = f"{staging_prefix(self.catalog.namespace, rejected_name(ds))}/{tag}.parquet"
+                self.lake.put_file(result.rejected_file, k)
+                record.rejected_files.append(self.lake.uri(k))
+            record.source_records = result.source_records
+            record.rows_written, record.rows_rejected = result.rows_written, result.rows_rejected
+            audits = audit_staged(data_table.io, eff, arrow_schema(data_table.schema()),
+                                  result.source_records, record.data_files, record.rejected_files)
+            record.audit = {a.name: a.to_dict() for a in audits}
+            failed = [a for a in audits if a.blocks()]
+            record.status = st.FAILED if failed else st.STAGED
+            record.reason = "; ".join(f"{a.name}: {a.reason}" for a in failed)
+            self.context.log.info(
+                f"{rk}: {result.source_records} records, {result.rows_written} staged, "
+                f"{result.rows_rejected} rejected, {result.seconds:.2f}s: {record.status}"
+                + (f" ({record.reason})" if record.reason else ""))
+            return self._save(record)
+
+    def _unchanged(self, key: str, content_hash: str) -> bool:
+        """Same content as the committed version (ledger, confirmed by the table)."""
+        led = st.read_ledger(self.lake, self.contract.name, key)
+        if not led or led.get("content_hash") != content_hash:
+            return False
+        data = self.ice.load_table((self.catalog.namespace, self.contract.name))
+        return committed_files(data, [key]).versions.get(key) == led["version"]
+
+    def _save(self, record: st.StagingRecord) -> st.StagingRecord:
+        if record.status in (st.UNREADABLE, st.SUPERSEDED):
+            self.context.log.warning(f"{record.dataset}/{record.key}: {record.status}: "
+                                     f"{record.reason}")
+        record.save(self.lake)
+        return record
+
+
+def check_results(asset_key: dg.AssetKey, recs: list[st.StagingRecord]) -> list:
+    """One AssetCheckResult per check over the run's files, naming every file that failed."""
+    out = []
+    for name in CHECKS:
+        failed, warned, detail = {}, {}, {}
+        for r in recs:
+            if name == READABLE:
+                if r.status == st.UNREADABLE:
+                    failed[r.key] = r.reason
+                continue
+            a = r.audit.get(name)
+            if a is None:
+                continue
+            detail[r.key] = a["metadata"]
+            if not a["passed"]:
+                (failed if a["severity"] == "ERROR" else warned)[r.key] = a["reason"]
+        severity = dg.AssetCheckSeverity.ERROR if failed else dg.AssetCheckSeverity.WARN
+        out.append(dg.AssetCheckResult(
+            asset_key=asset_key, check_name=name, passed=not failed and not warned,
+            severity=severity,
+            metadata={"failed": dg.MetadataValue.json(failed),
+                      "warned": dg.MetadataValue.json(warned),
+                      "files": len(recs), "detail": dg.MetadataValue.json(detail)},
+        ))
+    return out
+
+
+def _summary(recs: list[st.StagingRecord]) -> dict[str, Any]:
+    by_status: dict[str, list[str]] = {}
+    for r in recs:
+        by_status.setdefault(r.status, []).append(r.key)
     return {
-        "source_key": m.source_key,
-        "content_hash": m.content_hash,
-        "rows_in": m.rows_in,
-        "rows_written": m.rows_written,
-        "rows_rejected": m.rows_rejected,
-        "bytes_in": result_meta["bytes_in"],
-        "duration_s": result_meta["seconds"],
-        "files": dg.MetadataValue.json(m.files),
-        "rejected_file": m.rejected_file or "",
-        "column_mapping": dg.MetadataValue.json(result_meta["column_mapping"]),
-        "extra_columns_dropped": dg.MetadataValue.json(result_meta["extra_columns"]),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(c["name"], c["type"], description=c.get("description"))
-                     for c in m.columns]
-        ),
-        "dagster/row_count": m.rows_written,
+        "files": len(recs),
+        "source_records": sum(r.source_records or 0 for r in recs),
+        "rows_staged": sum(r.rows_written for r in recs),
+        "rows_rejected": sum(r.rows_rejected for r in recs),
+        "by_status": dg.MetadataValue.json(by_status),
+        "per_file": dg.MetadataValue.json({r.key: {
+            "status": r.status, "version": r.version, "reason": r.reason,
+            "source_records": r.source_records, "rows_staged": r.rows_written,
+            "rows_rejected": r.rows_rejected, "content_hash": r.content_hash,
+        } for r in recs}),
     }
 
 
 def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                         raw_asset_key: dg.AssetKey) -> dg.AssetsDefinition:
     ds = contract.name
+    key = dg.AssetKey(["cleaned", ds])
+    specs = [dg.AssetCheckSpec(name, asset=key, description=desc) for name, desc in (
+        (READABLE, "The raw file can be read at all (not empty, binary, wrong header or "
+                   "extension)."),
+        ("rows_reconcile", "Records counted in the raw file = rows staged + rows rejected."),
+        ("schema_matches_contract", "Staged files have exactly the table's columns, types and "
+                                    "field ids."),
+        ("not_null", "Non-nullable columns hold no null (staged column statistics)."),
+        ("rejected_share", f"Rejected share per file: WARN above "
+                           f"{contract.rejected_share_warn:.0%}, ERROR above "
+                           f"{contract.rejected_share_error:.0%} (ERROR: not committed)."),
+    )]
 
     @dg.asset(
-        key=["cleaned", ds],
+        key=key,
         deps=[raw_asset_key],
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ds,
         kinds={"duckdb", "parquet"},
+        check_specs=specs,
         description=(
-            f"Typed Parquet of {ds}: one partition per raw file, rows that break the contract "
-            f"in rejected/{ds}/ with reason and line."
+            f"Typed Parquet of {ds}, staged and audited: one partition per raw file. Staged "
+            "files are invisible to readers until table/{ds} commits the ones that passed."
         ),
         metadata={"contract": dg.MetadataValue.json(contract.to_dict())},
     )
-    def cleaned(context: dg.AssetExecutionContext, storage: StorageResource,
-                scratch: ScratchResource) -> dg.MaterializeResult:
-        raw, lake = storage.raw(), storage.lake()
-        keys = list(context.partition_keys)
-        done: dict[str, dict[str, Any]] = {}
-        failed: dict[str, str] = {}
-        for key in keys:
-            rk = raw_key(contract, key)
-            try:
-                with scratch.tempdir(prefix=f"clean-{ds}-") as work, raw.local_copy(rk) as path:
-                    content_hash = raw.content_hash(rk)
-                    eff = effective_contract(contract, lake, sample=path, scratch=work,
-                                             log=context.log)
-                    result = clean_file(path, eff, work / "out", source_key=rk)
-                    manifest = publish(lake, eff, key, result, content_hash=content_hash,
-                                       run_id=context.run.run_id)
-                done[key] = _partition_metadata(manifest, result.metadata())
-                context.log.info(
-                    f"{rk}: {manifest.rows_in} rows in, {manifest.rows_written} written, "
-                    f"{manifest.rows_rejected} rejected, {result.seconds:.2f}s"
-                )
-            except (CleanError, FileNotFoundError, UnicodeError) as e:
-                failed[key] = f"{type(e).__name__}: {e}"
-                context.log.error(f"{rk} cannot be processed and stays in raw/: {e}")
-
-        if failed:
-            # The run fails, but the files that did succeed keep their own partition status.
-            for key, meta in done.items():
-                context.log_event(dg.AssetMaterialization(
-                    asset_key=context.asset_key, partition=key, metadata=meta))
-            raise dg.Failure(
-                description=f"{len(failed)} of {len(keys)} file(s) of {ds} cannot be processed: "
-                + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())),
-                metadata={"failed_files": dg.MetadataValue.json(failed)},
-            )
-        if len(keys) == 1:
-            return dg.MaterializeResult(metadata=done[keys[0]])
-        totals = {
-            f: sum(m[f] for m in done.values())
-            for f in ("rows_in", "rows_written", "rows_rejected", "bytes_in")
-        }
-        return dg.MaterializeResult(metadata={
-            **totals,
-            "files_processed": len(done),
-            "duration_s": round(sum(m["duration_s"] for m in done.values()), 3),
-            "per_file": dg.MetadataValue.json({
-                k: {f: m[f] for f in ("rows_in", "rows_written", "rows_rejected")}
-                for k, m in done.items()
-            }),
-            "dagster/column_schema": next(iter(done.values()))["dagster/column_schema"],
-        })
+    def cleaned(context: dg.AssetExecutionContext, config: IngestConfig,
+                storage: StorageResource, catalog: CatalogResource, scratch: ScratchResource):
+        stager = Stager(context, contract, storage, catalog, scratch, config)
+        recs = [stager.stage(k) for k in context.partition_keys]
+        yield dg.MaterializeResult(metadata=_summary(recs))
+        yield from check_results(key, recs)
 
     return cleaned

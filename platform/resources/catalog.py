@@ -1,11 +1,15 @@
-"""The catalog: one SQL table (view) per dataset over its cleaned Parquet files.
+"""The catalog: where the Iceberg tables are registered, and how people query them.
 
-Locally this is a DuckDB file. DuckDB lets one process write a database file and locks it, and a
-reader holding the file open read-only blocks writers. So the platform never writes the
-catalog in place: under an exclusive file lock (runs serialize on it for milliseconds) it copies
-the file, changes the copy and renames it over the original. Readers, including a person's
-`duckdb -readonly` session, keep whatever file they opened and are never blocked, and the views
-read the Parquet files when queried, so even an old handle sees new data.
+`CatalogResource.iceberg()` returns a pyiceberg catalog. Locally (`DuckDBCatalog`, the embedded
+default) that is pyiceberg's SQL catalog on a SQLite file, and a DuckDB file exposes the current
+snapshot of every table as a view for people and `data-platform query`. On AWS (`GlueCatalog`) the
+tables are registered in the Glue Data Catalog and Athena reads them natively.
+
+The DuckDB file is never written in place: DuckDB lets one process write a file and a reader
+holding it open read-only blocks writers. Under an exclusive file lock the platform copies it,
+changes the copy and renames it over the original, so readers (a person's `duckdb -readonly`
+session) keep the file they opened and are never blocked. Views are rebuilt from the tables'
+current snapshots while holding the lock, so a slower run can never put back an older snapshot.
 """
 
 from __future__ import annotations
@@ -22,34 +26,23 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 from pydantic import Field
+from pyiceberg.catalog import Catalog
 
-from ..contracts import Column
-from ..settings import local_path, setting
+from ..settings import data_dir, local_path, setting
 from ..sql import quote_ident as _q
-from ..sql import quote_literal as _lit
 
 
 class CatalogResource(dg.ConfigurableResource, abc.ABC):
-    """Registers datasets as SQL tables and answers queries about them."""
+    """An Iceberg catalog plus a way to query its tables."""
+
+    namespace: str = Field(default="platform", description="Iceberg namespace of the tables")
 
     @abc.abstractmethod
-    def register_table(
-        self,
-        name: str,
-        columns: Sequence[Column],
-        data_uri: str,
-        *,
-        has_data: bool,
-        partition_column: str | None = None,
-        rejected_uri: str | None = None,
-        partition_values: Sequence[str] = (),
-    ) -> str:
-        """Create or replace table `name` over the Parquet files under `data_uri`.
+    def iceberg(self) -> Catalog:
+        """A pyiceberg catalog (a new client each call)."""
 
-        Returns a description of the definition (the SQL, locally). `partition_column` is
-        stored as hive folders `<column>=<value>`; `partition_values` lists those present, for
-        catalogs that register partitions explicitly.
-        """
+    def expose(self, names: Sequence[str]) -> None:
+        """Make the current snapshots of tables `names` visible to readers (no-op on AWS)."""
 
     @abc.abstractmethod
     def query(self, sql: str) -> list[tuple]:
@@ -59,33 +52,30 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
         return int(self.query(f"SELECT count(*) FROM {_q(name)}")[0][0])
 
 
-def view_sql(name: str, columns: Sequence[Column], data_uri: str, *, has_data: bool,
-             partition_column: str | None) -> str:
-    """Return the DuckDB `CREATE OR REPLACE VIEW` statement for a dataset."""
-    cols = ", ".join(f"CAST({_q(c.name)} AS {c.sql_type}) AS {_q(c.name)}" for c in columns)
-    if not has_data:
-        nulls = ", ".join(f"CAST(NULL AS {c.sql_type}) AS {_q(c.name)}" for c in columns)
-        return f"CREATE OR REPLACE VIEW {_q(name)} AS SELECT {nulls} WHERE false"
-    glob = data_uri.rstrip("/") + "/**/*.parquet"
-    hive = "false"
-    if partition_column:
-        pc = next(c for c in columns if c.name == partition_column)
-        hive = f"true, hive_types={{{_lit(pc.name)}: {_lit(pc.sql_type)}}}"
-    return (
-        f"CREATE OR REPLACE VIEW {_q(name)} AS SELECT {cols} FROM read_parquet({_lit(glob)}, "
-        f"union_by_name=true, hive_partitioning={hive})"
-    )
-
-
 class DuckDBCatalog(CatalogResource):
-    """A DuckDB file with one view per dataset (the embedded default)."""
+    """Iceberg tables in a SQLite catalog; a DuckDB file of views for people (embedded default)."""
 
     path: str | None = Field(
-        default=None, description="DuckDB file; default $PLATFORM_DUCKDB_PATH or <data dir>/catalog.duckdb"
+        default=None,
+        description="DuckDB file of views; default $PLATFORM_DUCKDB_PATH or <data dir>/catalog.duckdb",
+    )
+    iceberg_uri: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the Iceberg catalog; default $PLATFORM_ICEBERG_CATALOG_URI "
+                    "or a SQLite file <data dir>/iceberg.db",
     )
 
     def db_path(self) -> Path:
         return local_path(setting(self.path, "PLATFORM_DUCKDB_PATH", "catalog.duckdb"))
+
+    def iceberg(self) -> Catalog:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        uri = self.iceberg_uri or os.environ.get("PLATFORM_ICEBERG_CATALOG_URI")
+        if not uri:
+            data_dir().mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{data_dir() / 'iceberg.db'}"
+        return SqlCatalog("platform", uri=uri, init_catalog_tables="true")
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -113,21 +103,22 @@ class DuckDBCatalog(CatalogResource):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(leftover)
 
-    def register_table(self, name, columns, data_uri, *, has_data, partition_column=None,
-                       rejected_uri=None, partition_values=()) -> str:
-        sql = view_sql(name, columns, data_uri, has_data=has_data,
-                       partition_column=partition_column)
+    def expose(self, names: Sequence[str]) -> None:
+        from ..tables.store import load_table
+        from ..tables.views import view_sql
+
         with self._writer() as con:
-            con.execute(sql)
-            if rejected_uri:
-                con.execute(
-                    f"CREATE OR REPLACE VIEW {_q(name + '_rejected')} AS SELECT * FROM "
-                    f"read_parquet({_lit(rejected_uri.rstrip('/') + '/*.parquet')}, "
-                    "union_by_name=true)"
-                )
-            else:
-                con.execute(f"DROP VIEW IF EXISTS {_q(name + '_rejected')}")
-        return sql
+            catalog = self.iceberg()
+            con.execute("CREATE TABLE IF NOT EXISTS _snapshots (name VARCHAR PRIMARY KEY, "
+                        "snapshot_id BIGINT, exposed_at TIMESTAMPTZ)")
+            for name in names:
+                table = load_table(catalog, self.namespace, name)  # newest, under the lock
+                if table is None:
+                    continue
+                con.execute(view_sql(name, table))
+                snap = table.current_snapshot()
+                con.execute("INSERT OR REPLACE INTO _snapshots VALUES (?, ?, now())",
+                            [name, snap.snapshot_id if snap else None])
 
     def query(self, sql: str) -> list[tuple]:
         db = self.db_path()

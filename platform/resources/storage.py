@@ -33,6 +33,14 @@ class ObjectInfo:
     mtime_ns: int
     etag: str | None = None
 
+    @property
+    def signature(self) -> str:
+        return f"{self.size}:{self.mtime_ns}:{self.etag or ''}"
+
+
+class VersionChanged(Exception):
+    """The object is no longer the version that was asked for."""
+
 
 class ReadOnlyError(PermissionError):
     """A write was attempted on the raw zone."""
@@ -154,6 +162,20 @@ class LocalObjectStore(ObjectStore):
 
     def open_read(self, key: str) -> io.RawIOBase:
         return open(self._path(key), "rb", buffering=0)
+
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+        before = self.stat(key)
+        if before is None:
+            raise FileNotFoundError(self.uri(key))
+        if signature and before.signature != signature:
+            raise VersionChanged(f"{key} changed since it was seen")
+        import shutil
+        shutil.copyfile(self._path(key), dest)
+        after = self.stat(key)
+        if after != before:
+            dest.unlink()
+            raise VersionChanged(f"{key} changed while it was copied")
+        return before
 
     def _atomic_write(self, key: str, write) -> None:
         self._check_writable()

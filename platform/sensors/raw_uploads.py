@@ -31,7 +31,7 @@ from dagster._core.storage.tags import (
 )
 
 from ..assets import DatasetDefs
-from ..lake import read_manifest
+from ..staging import read_ledger
 from ..resources.storage import ObjectInfo, StorageResource
 
 DAGSTER_PARTITION_LIMIT = 100_000
@@ -208,8 +208,8 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
                 )
 
             def last_hash(key, ds=ds):
-                m = read_manifest(lake, ds, key)
-                return m.content_hash if m else None
+                m = read_ledger(lake, ds, key)
+                return m["content_hash"] if m else None
 
             plan = plan_dataset(
                 objects, states.get(ds, {}), known, now_ns=now_ns, settings=settings,

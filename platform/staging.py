@@ -1,0 +1,143 @@
+"""Staging records and the ingestion ledger, kept in the lake next to the tables.
+
+Layout (keys relative to the lake root):
+    _staging/<dataset>/<slug>/<version>.json   one per staged version of a raw file: its files,
+                                               counts, audit and status
+    _ledger/<dataset>/<slug>.json              the version and content hash last committed
+    _ledger/<dataset>/hash/<sha256>/<slug>     committed keys by content (finds renamed files)
+    _contracts/<dataset>.json                  the schema inferred from a dataset's first file
+
+`<slug>` names one raw key: a readable form plus a hash of the exact key, so two keys never
+share records and no key (`*`, `?`, `[...]`, spaces, unicode) reaches anything as a pattern.
+Staged data files themselves live in the tables' data folders (see tables/store.py). The ledger
+is a cache: every decision it informs is checked against the table's committed versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import time
+from typing import Any
+
+from .resources.storage import ObjectStore
+
+STAGED = "staged"  # staged and audited, passed: to be committed
+FAILED = "failed"  # staged but an ERROR audit failed: never committed, kept for inspection
+UNREADABLE = "unreadable"  # the file cannot be read at all
+SUPERSEDED = "superseded"  # the object changed again before it was copied: a newer run has it
+UNCHANGED = "unchanged"  # same content as the committed version: nothing to do
+COMMITTED = "committed"
+
+
+def slug(key: str) -> str:
+    """Return a file-name-safe, collision-free name for a raw object key."""
+    readable = re.sub(r"[^0-9A-Za-z._-]+", "_", key).strip("._")[:80] or "file"
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+def inferred_contract_key(dataset: str) -> str:
+    return f"_contracts/{dataset}.json"
+
+
+def staging_dir(dataset: str, key: str) -> str:
+    return f"_staging/{dataset}/{slug(key)}"
+
+
+@dataclasses.dataclass
+class StagingRecord:
+    """One staged version of a raw file, and what became of it."""
+
+    dataset: str
+    key: str
+    version: int
+    status: str
+    reason: str = ""
+    signature: str | None = None
+    content_hash: str | None = None
+    run_id: str | None = None
+    source_records: int | None = None
+    rows_written: int = 0
+    rows_rejected: int = 0
+    data_files: list[str] = dataclasses.field(default_factory=list)
+    rejected_files: list[str] = dataclasses.field(default_factory=list)
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    snapshot_id: int | None = None
+    updated_at: float = 0.0
+
+    @property
+    def record_key(self) -> str:
+        return f"{staging_dir(self.dataset, self.key)}/{self.version:020d}.json"
+
+    def save(self, lake: ObjectStore) -> None:
+        self.updated_at = time.time()
+        lake.put_bytes(json.dumps(dataclasses.asdict(self), indent=1).encode(), self.record_key)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StagingRecord:
+        return cls(**json.loads(data))
+
+
+def latest_record(lake: ObjectStore, dataset: str, key: str) -> StagingRecord | None:
+    """The staging record of the highest version of `key`, or None."""
+    newest = None
+    for o in lake.list(staging_dir(dataset, key) + "/"):
+        if o.key.endswith(".json") and (newest is None or o.key > newest):
+            newest = o.key
+    data = lake.get_bytes(newest) if newest else None
+    return StagingRecord.from_bytes(data) if data else None
+
+
+def records(lake: ObjectStore, dataset: str) -> list[StagingRecord]:
+    """Every staging record of a dataset (for maintenance and inspection)."""
+    out = []
+    for o in lake.list(f"_staging/{dataset}/"):
+        if o.key.endswith(".json"):
+            data = lake.get_bytes(o.key)
+            if data:
+                out.append(StagingRecord.from_bytes(data))
+    return out
+
+
+def ledger_key(dataset: str, key: str) -> str:
+    return f"_ledger/{dataset}/{slug(key)}.json"
+
+
+def read_ledger(lake: ObjectStore, dataset: str, key: str) -> dict | None:
+    data = lake.get_bytes(ledger_key(dataset, key))
+    return json.loads(data) if data else None
+
+
+def write_ledger(lake: ObjectStore, dataset: str, key: str, version: int, content_hash: str,
+                 snapshot_id: int | None) -> None:
+    old = read_ledger(lake, dataset, key)
+    lake.put_bytes(json.dumps({"key": key, "version": version, "content_hash": content_hash,
+                               "snapshot_id": snapshot_id}).encode(), ledger_key(dataset, key))
+    lake.put_bytes(key.encode(), _hash_key(dataset, content_hash, key))
+    if old and old.get("content_hash") and old["content_hash"] != content_hash:
+        lake.delete(_hash_key(dataset, old["content_hash"], key))
+
+
+def forget_ledger(lake: ObjectStore, dataset: str, key: str) -> None:
+    old = read_ledger(lake, dataset, key)
+    if old and old.get("content_hash"):
+        lake.delete(_hash_key(dataset, old["content_hash"], key))
+    lake.delete(ledger_key(dataset, key))
+
+
+def keys_with_content(lake: ObjectStore, dataset: str, content_hash: str) -> list[str]:
+    """Keys whose committed version had this content (per the ledger)."""
+    prefix = f"_ledger/{dataset}/hash/{_digest(content_hash)}/"
+    return sorted(filter(None, (lake.get_bytes(o.key).decode() if lake.get_bytes(o.key) else None
+                                for o in lake.list(prefix))))
+
+
+def _digest(content_hash: str) -> str:
+    return content_hash.split(":", 1)[-1]
+
+
+def _hash_key(dataset: str, content_hash: str, key: str) -> str:
+    return f"_ledger/{dataset}/hash/{_digest(content_hash)}/{slug(key)}"
