@@ -38,8 +38,10 @@ def resources_for(env: str) -> dict:
     raise ValueError(f"PLATFORM_ENV={env!r} is not supported; expected 'local' or 'aws'")
 
 
-def build_definitions(env: str = "local") -> dg.Definitions:
-    datasets = {name: build_dataset(c) for name, c in load_contracts().items()}
+def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.Definitions:
+    """Assemble the Definitions for `env` from the shipped contracts (or the given ones)."""
+    contracts = load_contracts() if contracts is None else contracts
+    datasets = {name: build_dataset(c) for name, c in contracts.items()}
     return dg.Definitions(
         assets=[d.raw for d in datasets.values()]
         + [a for d in datasets.values() for a in d.assets],

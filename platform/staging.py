@@ -91,6 +91,12 @@ def latest_record(lake: ObjectStore, dataset: str, key: str) -> StagingRecord | 
     return StagingRecord.from_bytes(data) if data else None
 
 
+def read_record(lake: ObjectStore, dataset: str, key: str, version: int) -> StagingRecord | None:
+    """The staging record of one exact version of `key`, or None."""
+    data = lake.get_bytes(f"{staging_dir(dataset, key)}/{version:020d}.json")
+    return StagingRecord.from_bytes(data) if data else None
+
+
 def records(lake: ObjectStore, dataset: str) -> list[StagingRecord]:
     """Every staging record of a dataset (for maintenance and inspection)."""
     out = []

@@ -4,6 +4,7 @@ import socket
 
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
+from data_platform.versions import versions_run_config
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -11,15 +12,21 @@ from dagster._core.storage.tags import (
 
 
 def run_ingest(defs: dg.Definitions, instance: dg.DagsterInstance, dataset: str, keys: list[str],
-               add_partitions: bool = True) -> dg.ExecuteInProcessResult:
-    """Run a dataset's ingest job over `keys` (one ranged run, as the sensor launches it)."""
+               add_partitions: bool = True, versions: dict | None = None,
+               ) -> dg.ExecuteInProcessResult:
+    """Run a dataset's ingest job over `keys` (one ranged run, as the sensor launches it).
+
+    `versions` ({key: (seq, signature)}) pins object versions as the sensor's run config does.
+    """
     name = f"raw_{dataset}"
     if add_partitions:
         existing = set(instance.get_dynamic_partitions(name))
         instance.add_dynamic_partitions(name, [k for k in keys if k not in existing])
     job = defs.resolve_job_def(f"ingest_{dataset}_job")
     tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
-    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    run_config = versions_run_config(dataset, versions) if versions else None
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
+                                  run_config=run_config)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], object]:

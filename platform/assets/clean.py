@@ -26,7 +26,7 @@ from ..resources.scratch import ScratchResource
 from ..resources.storage import ObjectStore, StorageResource, VersionChanged
 from ..tables.commit import committed_files
 from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema, field_ids
-from ..tables.store import ensure_dataset_tables, rejected_name, staging_prefix
+from ..tables.store import ensure_dataset_tables, load_table, rejected_name, staging_prefix
 from ..versions import IngestConfig
 from .audit import AUDITS, audit_staged
 
@@ -116,6 +116,17 @@ class Stager:
             record.reason = (f"{key!r} does not have a {self.contract.format.type} extension "
                              f"(expected one of {', '.join(EXTENSIONS[self.contract.format.type])})")
             return self._save(record)
+        committed = self._committed_version(key)
+        if committed is not None and committed >= version:
+            same = st.read_record(self.lake, ds, key, version)
+            if committed == version and same and same.status in (st.STAGED, st.COMMITTED):
+                # Committed by an earlier attempt that died before its bookkeeping: keep the
+                # record so the commit step finishes it (rejected rows, ledger).
+                self.context.log.info(f"{rk}: version {version} is already committed")
+                return same
+            record.status = st.SUPERSEDED
+            record.reason = f"version {committed} is already committed (this run has {version})"
+            return self._save(record)
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
             local = work / name
             try:
@@ -167,13 +178,16 @@ class Stager:
                 + (f" ({record.reason})" if record.reason else ""))
             return self._save(record)
 
+    def _committed_version(self, key: str) -> int | None:
+        data = load_table(self.ice, self.catalog.namespace, self.contract.name)
+        return committed_files(data, [key]).versions.get(key) if data is not None else None
+
     def _unchanged(self, key: str, content_hash: str) -> bool:
         """Same content as the committed version (ledger, confirmed by the table)."""
         led = st.read_ledger(self.lake, self.contract.name, key)
         if not led or led.get("content_hash") != content_hash:
             return False
-        data = self.ice.load_table((self.catalog.namespace, self.contract.name))
-        return committed_files(data, [key]).versions.get(key) == led["version"]
+        return self._committed_version(key) == led["version"]
 
     def _save(self, record: st.StagingRecord) -> st.StagingRecord:
         if record.status in (st.UNREADABLE, st.SUPERSEDED):

@@ -35,6 +35,12 @@ from .schema import SOURCE_KEY, SOURCE_VERSION
 
 COMMIT_ATTEMPTS = 10
 
+try:  # the SQL catalog's SQLite file is locked for a moment while another process commits
+    from sqlalchemy.exc import OperationalError as _Busy
+except ImportError:  # pragma: no cover - the Glue catalog does not need sqlalchemy
+    _Busy = CommitFailedException
+RETRYABLE = (CommitFailedException, _Busy)
+
 
 @dataclasses.dataclass
 class StagedVersion:
@@ -173,7 +179,7 @@ def commit_versions(
             outcome.snapshot_id = _commit_once(table, go, replace, existing, outcome,
                                                properties or {})
             return outcome
-        except CommitFailedException:
+        except RETRYABLE:
             if attempt == attempts:
                 break
             time.sleep(min(5.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))

@@ -13,7 +13,6 @@ import time
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
-    NamespaceAlreadyExistsError,
     NoSuchTableError,
     TableAlreadyExistsError,
 )
@@ -62,10 +61,14 @@ def staging_prefix(namespace: str, name: str, partition_subdir: str = "") -> str
 
 
 def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create the namespace unless it exists; a concurrent creator winning is fine."""
     try:
         catalog.create_namespace_if_not_exists(namespace)
-    except NamespaceAlreadyExistsError:
-        pass
+    except Exception:
+        # Two runs creating it at once: the loser's insert fails (as NamespaceAlreadyExists or
+        # as the SQL catalog's raw integrity error). Only a namespace that is there is fine.
+        if not catalog.namespace_exists(namespace):
+            raise
 
 
 def load_table(catalog: Catalog, namespace: str, name: str) -> Table | None:
