@@ -93,6 +93,7 @@ class Stager:
         self.catalog, self.scratch = catalog, scratch
         self.ice = catalog.iceberg()
         self.tables = None
+        self._snapshot_table = None
         self.run_id = context.run.run_id
         self.fallback_version = int(context.instance.get_run_record_by_id(
             self.run_id).create_timestamp.timestamp() * 1e9) if context.instance else time.time_ns()
@@ -179,8 +180,13 @@ class Stager:
             return self._save(record)
 
     def _committed_version(self, key: str) -> int | None:
-        data = load_table(self.ice, self.catalog.namespace, self.contract.name)
-        return committed_files(data, [key]).versions.get(key) if data is not None else None
+        """The committed version of `key` as of this run's start (the commit re-checks)."""
+        if self._snapshot_table is None:
+            self._snapshot_table = load_table(self.ice, self.catalog.namespace,
+                                              self.contract.name) or False
+        if self._snapshot_table is False:
+            return None
+        return committed_files(self._snapshot_table, [key]).versions.get(key)
 
     def _unchanged(self, key: str, content_hash: str) -> bool:
         """Same content as the committed version (ledger, confirmed by the table)."""
