@@ -112,7 +112,7 @@ def test_s3_object_store_lists_all_pages_fetches_versions_and_protects_raw(aws, 
         raw.fetch("orders/missing.csv", tmp_path / "c")
 
     lake = storage.lake()
-    assert lake.uri("warehouse/platform/orders") == "s3://lake-bucket/lake/warehouse/platform/orders"
+    assert lake.uri("warehouse/platform/t") == "s3://lake-bucket/lake/warehouse/platform/t"
     lake.put_bytes(b"abc", "_staging/x.json")
     assert lake.get_bytes("_staging/x.json") == b"abc" and lake.get_bytes("nope") is None
     assert not lake.put_bytes_if_absent(b"second", "_staging/x.json")
