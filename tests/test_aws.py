@@ -88,6 +88,29 @@ def ingest(keys, contracts=None, instance=None):
     return run_ingest(defs, instance or dg.DagsterInstance.ephemeral(), "orders", keys)
 
 
+def test_aws_definitions_load_without_aws_or_settings(monkeypatch):
+    """Loading the aws Definitions reads no setting and calls nothing: a dead endpoint is fine."""
+    for var in ("PLATFORM_GLUE_DATABASE", "PLATFORM_RAW_URL", "PLATFORM_LAKE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing answers
+    defs = build_definitions("aws")
+    assert isinstance(defs.resources["catalog"], GlueCatalog)
+    assert defs.resolve_job_def("ingest_orders_job")
+
+
+def test_old_external_table_of_the_same_name_is_refused_with_a_message(aws):
+    _, s3 = aws
+    boto3.client("glue", region_name=REGION).create_table(DatabaseName="platform", TableInput={
+        "Name": "orders", "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"}})
+    upload(s3, "orders/a.csv", HEADER + rows(range(1, 4)))
+    result = ingest(["a.csv"])
+    assert not result.success
+    text = " ".join(str(e.event_specific_data) for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE")
+    assert "not an Iceberg table" in text and "platform.orders" in text
+
+
 def test_s3_object_store_lists_all_pages_fetches_versions_and_protects_raw(aws, tmp_path):
     _, s3 = aws
     for i in range(7):
