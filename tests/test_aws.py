@@ -1,29 +1,37 @@
 """The aws resource set against a real S3/Glue/Athena API server on 127.0.0.1 (moto's server).
 
-S3 and the Glue Data Catalog behave for real here. Athena does not execute SQL in moto: its
-results are canned through moto's API, so Athena answers are a mock; what the test asserts about
-Athena is the SQL the platform sends and how it reads results.
+S3 and the Glue Data Catalog behave for real here: the ingest job creates native Iceberg tables
+in Glue, stages Parquet in the lake bucket and commits it through pyiceberg's Glue catalog and
+PyArrow S3 FileIO. Two things moto does not do as AWS does: its Glue ignores UpdateTable's
+VersionId (the concurrency test adds a documented shim, tests/glue_shim.py), and its Athena
+does not execute SQL (results are canned through moto's API: what is asserted about Athena is
+the SQL sent and how results are read, never a number as if it were measured).
 """
 
 import json
-import time
+import threading
 import urllib.request
 
 import boto3
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from data_platform.assets.checks import _footer
+import yaml
+from data_platform.contracts import CONTRACTS_DIR, parse_contract
 from data_platform.definitions import build_definitions
 from data_platform.resources import GlueCatalog, S3Storage
-from data_platform.resources.storage import ReadOnlyError
+from data_platform.resources.storage import ReadOnlyError, VersionChanged
 from moto.server import ThreadedMotoServer
 
+from . import glue_shim
 from .conftest import SAMPLES
-from .helpers import check_results, free_port, run_ingest, tick
+from .helpers import check_results, free_port, run_ingest
 
 REGION = "eu-west-1"
+HEADER = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
+
+
+def rows(ids, day="2026-11-20", amount="2.50"):
+    return "".join(f"{i},c{i},{amount},EUR,{day}T10:00:00+00:00,{day},false\n" for i in ids)
 
 
 @pytest.fixture
@@ -58,6 +66,236 @@ def aws(monkeypatch, tmp_path):
     server.stop()
 
 
+def catalog() -> GlueCatalog:
+    return GlueCatalog(database="platform", workgroup="platform",
+                       output_url="s3://lake-bucket/athena-results/")
+
+
+def table(name="orders"):
+    return catalog().iceberg().load_table(("platform", name))
+
+
+def files(t) -> set[str]:
+    return {task.file.file_path for task in t.scan().plan_files()}
+
+
+def upload(s3, key, body):
+    s3.put_object(Bucket="raw-bucket", Key=f"raw/{key}", Body=body.encode())
+
+
+def ingest(keys, contracts=None, instance=None):
+    defs = build_definitions("aws", contracts=contracts)
+    return run_ingest(defs, instance or dg.DagsterInstance.ephemeral(), "orders", keys)
+
+
+def test_aws_definitions_load_without_aws_or_settings(monkeypatch):
+    """Loading the aws Definitions reads no setting and calls nothing: a dead endpoint is fine."""
+    for var in ("PLATFORM_GLUE_DATABASE", "PLATFORM_RAW_URL", "PLATFORM_LAKE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing answers
+    defs = build_definitions("aws")
+    assert isinstance(defs.resources["catalog"], GlueCatalog)
+    assert defs.resolve_job_def("ingest_orders_job")
+
+
+def test_old_external_table_of_the_same_name_is_refused_with_a_message(aws):
+    _, s3 = aws
+    boto3.client("glue", region_name=REGION).create_table(DatabaseName="platform", TableInput={
+        "Name": "orders", "TableType": "EXTERNAL_TABLE",
+        "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE"}})
+    upload(s3, "orders/a.csv", HEADER + rows(range(1, 4)))
+    result = ingest(["a.csv"])
+    assert not result.success
+    text = " ".join(str(e.event_specific_data) for e in result.all_events
+                    if e.event_type_value == "STEP_FAILURE")
+    assert "not an Iceberg table" in text and "platform.orders" in text
+
+
+def test_s3_object_store_lists_all_pages_fetches_versions_and_protects_raw(aws, tmp_path):
+    _, s3 = aws
+    for i in range(7):
+        s3.put_object(Bucket="raw-bucket", Key=f"raw/orders/{i}.csv", Body=b"same")
+    s3.put_object(Bucket="raw-bucket", Key="raw/orders/dir/", Body=b"")
+    storage = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake")
+    raw = storage.raw()
+    raw.page_size = 2  # four pages for seven objects
+    listed = list(raw.list("orders"))
+    assert [o.key for o in listed] == [f"orders/{i}.csv" for i in range(7)]
+    assert raw.content_hash("orders/0.csv") == raw.content_hash("orders/6.csv")
+    with pytest.raises(ReadOnlyError):
+        raw.put_bytes(b"x", "orders/0.csv")
+
+    seen = listed[0]
+    info = raw.fetch("orders/0.csv", tmp_path / "a", signature=seen.signature)
+    assert (tmp_path / "a").read_bytes() == b"same" and info.etag == seen.etag
+    s3.put_object(Bucket="raw-bucket", Key="raw/orders/0.csv", Body=b"changed")
+    with pytest.raises(VersionChanged):  # a conditional GET on the ETag the sensor saw
+        raw.fetch("orders/0.csv", tmp_path / "b", signature=seen.signature)
+    with pytest.raises(FileNotFoundError):
+        raw.fetch("orders/missing.csv", tmp_path / "c")
+
+    lake = storage.lake()
+    assert lake.uri("warehouse/platform/t") == "s3://lake-bucket/lake/warehouse/platform/t"
+    lake.put_bytes(b"abc", "_staging/x.json")
+    assert lake.get_bytes("_staging/x.json") == b"abc" and lake.get_bytes("nope") is None
+    assert not lake.put_bytes_if_absent(b"second", "_staging/x.json")
+    lake.delete("_staging/x.json")
+    assert lake.stat("_staging/x.json") is None
+
+
+def test_catalog_properties_follow_the_environment(aws, monkeypatch):
+    endpoint, _ = aws
+    props = catalog().file_io_properties()
+    assert props["s3.endpoint"] == endpoint and props["s3.region"] == REGION
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")
+    assert catalog().file_io_properties()["s3.endpoint"] == "http://127.0.0.1:1"
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert "s3.endpoint" not in catalog().file_io_properties()  # real S3: the SDK's default
+    assert catalog().namespace == "platform"
+
+
+def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws):
+    _, s3 = aws
+    for path in sorted((SAMPLES / "orders").iterdir()):
+        s3.upload_file(str(path), "raw-bucket", f"raw/orders/{path.name}")
+    result = ingest(["2026-11-20.csv", "2026-11-21.csv"])
+    assert result.success
+    checks = check_results(result)
+    assert checks[("cleaned/orders", "rows_reconcile")].passed
+    assert checks[("table/orders", "commit_matches_plan")].passed
+
+    glue = boto3.client("glue", region_name=REGION)
+    for name in ("orders", "orders_rejected"):
+        params = glue.get_table(DatabaseName="platform", Name=name)["Table"]["Parameters"]
+        assert params["table_type"] == "ICEBERG"
+        assert params["metadata_location"].startswith(
+            f"s3://lake-bucket/lake/warehouse/platform/{name}/metadata/")
+
+    staged = [json.loads(s3.get_object(Bucket="lake-bucket", Key=o["Key"])["Body"].read())
+              for o in s3.list_objects_v2(Bucket="lake-bucket",
+                                          Prefix="lake/_staging/orders/")["Contents"]]
+    assert {r["status"] for r in staged} == {"committed"}
+    data = table().scan().to_arrow()
+    assert data.num_rows == sum(r["rows_written"] for r in staged) > 0
+    assert data.num_rows == len(data.column("order_id").unique())
+    assert files(table()) == {f for r in staged for f in r["data_files"]}
+    assert all(f.startswith("s3://lake-bucket/lake/warehouse/platform/orders/data/")
+               for f in files(table()))
+
+    rejected = table("orders_rejected").scan().to_arrow()
+    assert rejected.num_rows == sum(r["rows_rejected"] for r in staged) > 0
+    assert set(rejected.column("_source_key").to_pylist()) <= {"2026-11-20.csv",
+                                                                "2026-11-21.csv"}
+    assert all(reason for reason in rejected.column("reason").to_pylist())
+
+
+def test_reingest_of_a_changed_file_replaces_its_rows_exactly(aws):
+    _, s3 = aws
+    upload(s3, "orders/a.csv", HEADER + rows(range(1, 11)))
+    upload(s3, "orders/b.csv", HEADER + rows(range(100, 105)))
+    instance = dg.DagsterInstance.ephemeral()
+    assert ingest(["a.csv", "b.csv"], instance=instance).success
+    before = table()
+    old_a = {t.file.file_path
+             for t in before.scan(row_filter="_source_key == 'a.csv'").plan_files()}
+    assert old_a and old_a < files(before)
+
+    upload(s3, "orders/a.csv", HEADER + rows(range(1, 7), amount="9.99"))  # 6 rows, new values
+    assert ingest(["a.csv"], instance=instance).success
+    after = table()
+    data = after.scan().to_arrow().to_pylist()
+    by_key = {}
+    for r in data:
+        by_key.setdefault(r["_source_key"], []).append(r)
+    assert sorted(r["order_id"] for r in by_key["a.csv"]) == list(range(1, 7))
+    assert {str(r["amount"]) for r in by_key["a.csv"]} == {"9.99"}
+    assert sorted(r["order_id"] for r in by_key["b.csv"]) == list(range(100, 105))
+    assert len(data) == 11
+    assert not old_a & files(after)  # the old version's files left the current snapshot
+    assert after.current_snapshot().snapshot_id != before.current_snapshot().snapshot_id
+
+
+def test_contract_with_an_added_column_evolves_the_table(aws):
+    _, s3 = aws
+    spec = yaml.safe_load((CONTRACTS_DIR / "orders.yaml").read_text())
+    base = parse_contract(spec)
+    upload(s3, "orders/a.csv", HEADER + rows(range(1, 4)))
+    assert ingest(["a.csv"], contracts={"orders": base}).success
+
+    spec["columns"].append({"name": "channel", "type": "string", "source": "Channel"})
+    evolved = parse_contract(spec)
+    upload(s3, "orders/b.csv", HEADER.strip() + ",Channel\n"
+           + "".join(line + ",web\n" for line in rows(range(10, 12)).splitlines()))
+    assert ingest(["b.csv"], contracts={"orders": evolved}).success
+
+    t = table()
+    assert t.schema().find_field("channel").optional
+    got = sorted((r["_source_key"], r["order_id"], r["channel"])
+                 for r in t.scan().to_arrow().to_pylist())
+    assert got == [("a.csv", 1, None), ("a.csv", 2, None), ("a.csv", 3, None),
+                   ("b.csv", 10, "web"), ("b.csv", 11, "web")]
+    glue_cols = boto3.client("glue", region_name=REGION).get_table(
+        DatabaseName="platform", Name="orders")["Table"]["StorageDescriptor"]["Columns"]
+    assert "channel" in {c["Name"] for c in glue_cols}  # what Athena's schema shows
+
+
+def test_moto_alone_loses_a_concurrent_glue_update(aws):
+    """Why the shim exists: moto applies an UpdateTable whose VersionId is stale.
+
+    If this starts failing, moto enforces the check itself and the shim can go.
+    """
+    glue = boto3.client("glue", region_name=REGION)
+    glue.create_table(DatabaseName="platform", TableInput={"Name": "t", "Parameters": {"v": "0"}})
+    version = glue.get_table(DatabaseName="platform", Name="t")["Table"]["VersionId"]
+    for v in ("1", "2"):  # two writers that both read `version`
+        glue.update_table(DatabaseName="platform", VersionId=version,
+                          TableInput={"Name": "t", "Parameters": {"v": v}})
+    assert glue.get_table(DatabaseName="platform", Name="t")["Table"]["Parameters"] == {"v": "2"}
+
+
+def test_concurrent_commits_both_land_through_glue_optimistic_locking(aws, monkeypatch):
+    """Two runs commit to the same table at once; both read the same Glue table version, one
+    wins and the other gets Glue's ConcurrentModificationException (moto made to enforce it by
+    the shim), which pyiceberg maps to CommitFailedException and the commit retries."""
+    _, s3 = aws
+    upload(s3, "orders/seed.csv", HEADER + rows(range(1, 4)))
+    assert ingest(["seed.csv"]).success  # tables exist; the race is about commits, not creation
+
+    both_at_update = threading.Barrier(2, timeout=60)
+    met: set[int] = set()
+
+    def before_update(name):
+        # The first data commit of each run waits for the other's: both read the same version.
+        if name == "orders" and threading.get_ident() not in met:
+            met.add(threading.get_ident())
+            both_at_update.wait()
+    real_glue = GlueCatalog.glue
+    monkeypatch.setattr(GlueCatalog, "glue", lambda self: glue_shim.VersionCheckingGlue(
+        real_glue(self), before_update=before_update))
+    glue_shim.conflicts.clear()
+
+    for p in ("p", "q"):
+        upload(s3, f"orders/{p}.csv", HEADER + rows(range(ord(p) * 100, ord(p) * 100 + 7)))
+    results = {}
+
+    def run(key):
+        with dg.DagsterInstance.ephemeral() as instance:  # closed in the thread that opened it
+            results[key] = ingest([key], instance=instance)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in ("p.csv", "q.csv")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert all(r.success for r in results.values()), {k: r.success for k, r in results.items()}
+    assert "orders" in glue_shim.conflicts  # the race happened and was refused, not lost
+    data = table().scan().to_arrow()
+    keys = data.column("_source_key").to_pylist()
+    assert sorted(set(keys)) == ["p.csv", "q.csv", "seed.csv"]
+    assert data.num_rows == 17 == len(data.column("order_id").unique())
+
+
 def queue_athena_results(endpoint: str, results: list[list[str]]) -> None:
     """Queue canned Athena answers (one per query, in order), each a single row of bigints."""
     body = {"region": REGION, "results": [
@@ -74,133 +312,15 @@ def queue_athena_results(endpoint: str, results: list[list[str]]) -> None:
     assert urllib.request.urlopen(req, timeout=10).status == 201
 
 
-def test_s3_object_store_lists_all_pages_and_protects_raw(aws):
-    _, s3 = aws
-    for i in range(7):
-        s3.put_object(Bucket="raw-bucket", Key=f"raw/orders/{i}.csv", Body=b"same")
-    s3.put_object(Bucket="raw-bucket", Key="raw/orders/dir/", Body=b"")
-    storage = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake")
-    raw = storage.raw()
-    raw.page_size = 2  # four pages for seven objects
-    keys = [o.key for o in raw.list("orders")]
-    assert keys == [f"orders/{i}.csv" for i in range(7)]
-    assert raw.content_hash("orders/0.csv") == raw.content_hash("orders/6.csv")
-    with raw.local_copy("orders/3.csv") as p:
-        assert p.read_bytes() == b"same"
-    assert not p.exists()
-    with pytest.raises(ReadOnlyError):
-        raw.put_bytes(b"x", "orders/0.csv")
-    with pytest.raises(FileNotFoundError):
-        with raw.local_copy("orders/missing.csv"):
-            pass
-    lake = storage.lake()
-    lake.put_bytes(b"abc", "_manifests/x.json")
-    assert lake.get_bytes("_manifests/x.json") == b"abc" and lake.get_bytes("nope") is None
-    lake.delete("_manifests/x.json")
-    assert lake.stat("_manifests/x.json") is None
-
-
-def test_ingest_on_s3_registers_glue_tables(aws):
-    endpoint, s3 = aws
-    for path in sorted((SAMPLES / "orders").iterdir()):
-        s3.upload_file(str(path), "raw-bucket", f"raw/orders/{path.name}")
-    s3.put_object(Bucket="raw-bucket", Key="raw/unknown/x.csv", Body=b"a,b\n")
-    defs = build_definitions("aws")
-    instance = dg.DagsterInstance.ephemeral()
-
-    _, skip, cursor = tick(defs, instance, None)
-    assert "unknown dataset 'unknown'" in skip
-    requests, _, cursor = tick(defs, instance, cursor)
-    assert [r.tags["platform/files"] for r in requests] == ["2"]
-    keys = instance.get_dynamic_partitions("raw_orders")
-    assert keys == ["2026-11-20.csv", "2026-11-21.csv"]
-
-    # Athena answers, in the order the run asks: the table's row count, then the checks'.
-    queue_athena_results(endpoint, [["240"], ["0"], ["0", "0"], [], ["240"]])
-    result = run_ingest(defs, instance, "orders", keys, add_partitions=False)
-    assert result.success
-    checks = check_results(result)
-    assert checks[("cleaned/orders", "rows_reconcile")].passed
-    assert checks[("cleaned/orders", "schema_matches_contract")].passed
-    assert checks[("table/orders", "row_count_matches_parquet")].passed
-
-    lake_keys = sorted(o["Key"] for o in s3.list_objects_v2(
-        Bucket="lake-bucket", Prefix="lake/")["Contents"])
-    cleaned = [k for k in lake_keys if k.startswith("lake/cleaned/orders/")]
-    assert len(cleaned) == 4 and all(k.endswith(".parquet") for k in cleaned)
-    assert {k.split("/")[3] for k in cleaned} == {
-        "order_date=2026-11-19", "order_date=2026-11-20", "order_date=2026-11-21"}
-    assert len([k for k in lake_keys if k.startswith("lake/rejected/orders/")]) == 2
-    raw_after = s3.list_objects_v2(Bucket="raw-bucket", Prefix="raw/orders/")["KeyCount"]
-    assert raw_after == 2
-
-    glue = boto3.client("glue", region_name=REGION)
-    table = glue.get_table(DatabaseName="platform", Name="orders")["Table"]
-    sd = table["StorageDescriptor"]
-    assert sd["Location"] == "s3://lake-bucket/lake/cleaned/orders/"
-    assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == [
-        ("order_id", "bigint"), ("customer", "string"), ("amount", "decimal(12,2)"),
-        ("currency", "string"), ("ordered_at", "timestamp"), ("is_gift", "boolean")]
-    assert table["PartitionKeys"] == [{"Name": "order_date", "Type": "date"}]
-    parts = glue.get_partitions(DatabaseName="platform", TableName="orders")["Partitions"]
-    assert sorted(p["Values"][0] for p in parts) == ["2026-11-19", "2026-11-20", "2026-11-21"]
-    assert glue.get_table(DatabaseName="platform", Name="orders_rejected")["Table"][
-        "StorageDescriptor"]["Location"] == "s3://lake-bucket/lake/rejected/orders/"
-
-    athena = boto3.client("athena", region_name=REGION)
-    sent = [athena.get_query_execution(QueryExecutionId=q)["QueryExecution"]
-            for q in athena.list_query_executions(WorkGroup="platform")["QueryExecutionIds"]]
-    assert {'SELECT count(*) FROM "orders"'} <= {q["Query"] for q in sent}
-    assert all(q["QueryExecutionContext"]["Database"] == "platform" for q in sent)
-
-    # A second run of the same files is idempotent: no new objects, same partitions.
-    queue_athena_results(endpoint, [["240"], ["0"], ["0", "0"], [], ["240"]])
-    assert run_ingest(defs, instance, "orders", keys, add_partitions=False).success
-    again = sorted(o["Key"] for o in s3.list_objects_v2(
-        Bucket="lake-bucket", Prefix="lake/cleaned/")["Contents"])
-    assert again == cleaned
-
-
-def test_athena_query_polls_and_types_results(aws):
+def test_athena_query_runs_in_the_workgroup_and_types_results(aws):
+    """moto's Athena returns the canned answer queued here, whatever the SQL: this checks the
+    request (workgroup, database, output location) and the typing of results, not a count."""
     endpoint, _ = aws
     queue_athena_results(endpoint, [["7", "3"]])
-    catalog = GlueCatalog(database="platform", workgroup="platform",
-                          output_url="s3://lake-bucket/athena-results/")
-    t0 = time.monotonic()
-    assert catalog.query("SELECT 7, 3") == [(7, 3)]
-    assert time.monotonic() - t0 < 30
-
-
-def test_put_if_absent_lets_only_the_first_writer_win(aws):
-    lake = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake").lake()
-    assert lake.put_bytes_if_absent(b"first", "_contracts/x.json")
-    assert not lake.put_bytes_if_absent(b"second", "_contracts/x.json")
-    assert lake.get_bytes("_contracts/x.json") == b"first"
-
-
-def test_parquet_footer_is_read_with_ranged_gets_only(aws, tmp_path):
-    """Checks read row counts and schemas from footers: a few KB, never the whole object."""
-    _, s3 = aws
-    local = tmp_path / "t.parquet"
-    pq.write_table(pa.table({"x": list(range(200_000))}), local, row_group_size=50_000)
-    s3.upload_file(str(local), "lake-bucket", "lake/cleaned/t/t.parquet")
-    lake = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake").lake()
-    reads = []
-    store_open = lake.open_read
-
-    def counting_open(key):
-        reader = store_open(key)
-        original = reader.readinto
-
-        def readinto(buf):
-            n = original(buf)
-            reads.append(n)
-            return n
-
-        reader.readinto = readinto
-        return reader
-
-    lake.open_read = counting_open
-    meta = _footer(lake, "cleaned/t/t.parquet")
-    assert meta.num_rows == 200_000 and meta.num_row_groups == 4
-    assert sum(reads) < local.stat().st_size / 10
+    assert catalog().query('SELECT count(*), 3 FROM "orders"') == [(7, 3)]
+    athena = boto3.client("athena", region_name=REGION)
+    (qid,) = athena.list_query_executions(WorkGroup="platform")["QueryExecutionIds"]
+    sent = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]
+    assert sent["Query"] == 'SELECT count(*), 3 FROM "orders"'
+    assert sent["QueryExecutionContext"]["Database"] == "platform"
+    assert catalog().expose(["orders"]) is None  # Athena reads Iceberg itself: nothing to do

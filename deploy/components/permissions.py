@@ -11,6 +11,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 
+# Reading the catalog: pyiceberg's Glue catalog (GetDatabase for the namespace, GetTable for a
+# table's metadata location) and Athena's query planning (table listings, partition lookups).
 GLUE_READ_ACTIONS = [
     "glue:GetDatabase",
     "glue:GetTable",
@@ -19,16 +21,12 @@ GLUE_READ_ACTIONS = [
     "glue:GetPartitions",
     "glue:BatchGetPartition",
 ]
+# Writing: exactly what pyiceberg's Glue catalog calls to create an Iceberg table and to commit
+# (swap its metadata location with UpdateTable's optimistic VersionId). Iceberg tables have no
+# Glue partitions, runs never drop tables, and the database is deployed, not created by runs.
 GLUE_WRITE_ACTIONS = [
     "glue:CreateTable",
     "glue:UpdateTable",
-    "glue:DeleteTable",
-    "glue:CreatePartition",
-    "glue:BatchCreatePartition",
-    "glue:UpdatePartition",
-    "glue:BatchUpdatePartition",
-    "glue:DeletePartition",
-    "glue:BatchDeletePartition",
 ]
 ATHENA_QUERY_ACTIONS = [
     "athena:StartQueryExecution",

@@ -1,117 +1,103 @@
-"""The catalog on AWS: Glue Data Catalog tables over the lake's Parquet, queried through Athena.
+"""The catalog on AWS: native Iceberg tables in the Glue Data Catalog, queried through Athena.
 
-Registering a dataset creates or updates an external Parquet table (what a Glue crawler would
-produce, without the crawler: the contract already knows the schema) and adds any new hive
-partitions. Queries run in the platform's Athena workgroup and are polled to completion.
+`iceberg()` returns pyiceberg's Glue catalog. Each dataset table is a Glue table of type ICEBERG
+in the platform's Glue database (the Iceberg namespace) whose `metadata_location` points at the
+table's metadata in the lake bucket (`warehouse/<database>/<table>/`). Commits swap that pointer
+with Glue's optimistic `UpdateTable(VersionId=...)`; a lost race surfaces as pyiceberg's
+CommitFailedException and the commit is rebuilt and retried (see tables/commit.py).
+
+Data and metadata files are read and written by pyiceberg's PyArrow FileIO, configured here
+from the same settings as boto3: the region, and the endpoint of an S3-compatible server when
+`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` is set. Credentials are not passed: the FileIO uses
+the AWS default chain (environment, profile, the ECS task role), so they never go stale.
+
+Athena reads Iceberg tables natively, so `expose` has nothing to do; `query` runs SQL in the
+platform's workgroup and polls it to completion. Nothing here calls AWS or reads the environment
+until a run asks for a client.
 """
 
+from __future__ import annotations
+
+import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import boto3
-from pydantic import Field
+from pydantic import Field, model_validator
+from pyiceberg.catalog import Catalog
 
-from ..contracts import Column
 from .catalog import CatalogResource
 from .s3 import BOTO_CONFIG
 
-PARQUET = {
-    "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-    "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
-    "SerdeInfo": {
-        "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
-        "Parameters": {"serialization.format": "1"},
-    },
-}
-_GLUE_TYPES = {"int": "bigint", "float": "double", "bool": "boolean", "string": "string",
-               "date": "date", "timestamp": "timestamp"}
-REJECTED_COLUMNS = [("source_key", "string"), ("line", "bigint"), ("error_type", "string"),
-                    ("column_name", "string"), ("reason", "string"), ("raw", "string")]
-
-
-def glue_type(column: Column) -> str:
-    return column.type.replace(" ", "") if column.type.startswith("decimal") \
-        else _GLUE_TYPES[column.type]
+# The S3 FileIO's timeouts (seconds), matching BOTO_CONFIG's.
+S3_CONNECT_TIMEOUT_S = BOTO_CONFIG.connect_timeout
+S3_REQUEST_TIMEOUT_S = BOTO_CONFIG.read_timeout
 
 
 class AthenaQueryError(RuntimeError):
     """An Athena query failed, was cancelled or timed out."""
 
 
-def table_input(name: str, columns: Sequence[tuple[str, str]], location: str,
-                partition_keys: Sequence[tuple[str, str]] = (), description: str = "") -> dict:
-    """Return the Glue TableInput for an external Parquet table at `location`."""
-    return {
-        "Name": name,
-        "Description": description,
-        "TableType": "EXTERNAL_TABLE",
-        "Parameters": {"classification": "parquet", "EXTERNAL": "TRUE",
-                       "parquet.compression": "ZSTD"},
-        "PartitionKeys": [{"Name": n, "Type": t} for n, t in partition_keys],
-        "StorageDescriptor": {
-            "Columns": [{"Name": n, "Type": t} for n, t in columns],
-            "Location": location.rstrip("/") + "/",
-            **PARQUET,
-        },
-    }
+def s3_endpoint() -> str | None:
+    """The S3 endpoint boto3 would use from the environment, if one is configured (else None)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 class GlueCatalog(CatalogResource):
-    """Glue tables, Athena queries."""
+    """Iceberg tables in the Glue Data Catalog (database = namespace), Athena queries."""
 
-    database: str = Field(description="Glue database holding one table per dataset")
+    database: str = Field(description="Glue database holding the tables (the Iceberg namespace)")
     workgroup: str = Field(description="Athena workgroup for queries")
     output_url: str | None = Field(default=None,
                                    description="s3:// URL for Athena results (if the "
                                                "workgroup does not enforce one)")
-    region_name: str | None = Field(default=None)
+    region_name: str | None = Field(default=None, description="AWS region; default from env")
     query_timeout_s: float = Field(default=300.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _namespace_is_database(cls, data: Any) -> Any:
+        # The Iceberg namespace of a Glue catalog is the database: never two names for it.
+        if isinstance(data, dict) and data.get("database") is not None:
+            data = {**data, "namespace": data["database"]}
+        return data
+
+    def _session(self):
+        return boto3.session.Session(region_name=self.region_name)
+
     def glue(self):
-        return boto3.session.Session().client("glue", region_name=self.region_name,
-                                              config=BOTO_CONFIG)
+        """A Glue client with the platform's timeouts and retries (endpoint from the env)."""
+        return self._session().client("glue", config=BOTO_CONFIG)
 
     def athena(self):
-        return boto3.session.Session().client("athena", region_name=self.region_name,
-                                              config=BOTO_CONFIG)
+        return self._session().client("athena", config=BOTO_CONFIG)
 
-    def _upsert(self, glue, tinput: dict) -> None:
-        try:
-            glue.create_table(DatabaseName=self.database, TableInput=tinput)
-        except glue.exceptions.AlreadyExistsException:
-            glue.update_table(DatabaseName=self.database, TableInput=tinput)
+    def file_io_properties(self) -> dict[str, str]:
+        """pyiceberg properties of the tables' S3 FileIO (PyArrow)."""
+        region = self.region_name or self._session().region_name
+        if not region:
+            raise ValueError("no AWS region: set AWS_REGION (the S3 FileIO needs one)")
+        props = {
+            "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
+            # An explicit region also keeps the FileIO from probing the bucket for its region.
+            "s3.region": region,
+            "s3.connect-timeout": str(S3_CONNECT_TIMEOUT_S),
+            "s3.request-timeout": str(S3_REQUEST_TIMEOUT_S),
+        }
+        endpoint = s3_endpoint()
+        if endpoint:
+            props["s3.endpoint"] = endpoint
+        return props
 
-    def register_table(self, name, columns, data_uri, *, has_data, partition_column=None,
-                       rejected_uri=None, partition_values: Sequence[str] = ()) -> str:
-        glue = self.glue()
-        pcols = [(c.name, glue_type(c)) for c in columns if c.name == partition_column]
-        cols = [(c.name, glue_type(c)) for c in columns if c.name != partition_column]
-        tinput = table_input(name, cols, data_uri, pcols,
-                             description=f"Cleaned {name}, maintained by the data platform")
-        self._upsert(glue, tinput)
-        if pcols and partition_values:
-            self._add_partitions(glue, name, data_uri, partition_column, partition_values,
-                                 tinput["StorageDescriptor"])
-        if rejected_uri:
-            self._upsert(glue, table_input(f"{name}_rejected", REJECTED_COLUMNS, rejected_uri,
-                                           description=f"Rows of {name} that broke its contract"))
-        return f"glue://{self.database}/{name} -> {tinput['StorageDescriptor']['Location']}"
+    def iceberg(self) -> Catalog:
+        from pyiceberg.catalog.glue import GlueCatalog as PyIcebergGlueCatalog
 
-    def _add_partitions(self, glue, name, data_uri, column, values, sd) -> None:
-        for i in range(0, len(values), 100):  # the API's batch limit
-            chunk = values[i:i + 100]
-            resp = glue.batch_create_partition(
-                DatabaseName=self.database, TableName=name,
-                PartitionInputList=[{
-                    "Values": [v],
-                    "StorageDescriptor": {**sd, "Location":
-                                          f"{data_uri.rstrip('/')}/{column}={v}/"},
-                } for v in chunk],
-            )
-            errors = [e for e in resp.get("Errors", [])
-                      if e.get("ErrorDetail", {}).get("ErrorCode") != "AlreadyExistsException"]
-            if errors:
-                raise RuntimeError(f"Glue refused partitions of {name}: {errors[:3]}")
+        # Our own client: pyiceberg's would have retries but no connect/read timeouts.
+        return PyIcebergGlueCatalog("platform", client=self.glue(), **self.file_io_properties())
+
+    def expose(self, names: Sequence[str]) -> None:
+        """Nothing to do: Athena reads the current snapshot from the Glue table itself."""
 
     def query(self, sql: str) -> list[tuple]:
         athena = self.athena()
@@ -159,4 +145,3 @@ def _convert(value: str | None, athena_type: str):
     if athena_type == "boolean":
         return value == "true"
     return value
-

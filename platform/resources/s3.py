@@ -17,7 +17,7 @@ import botocore.exceptions
 from botocore.config import Config
 from pydantic import Field
 
-from .storage import ObjectInfo, ObjectStore, StorageResource
+from .storage import ObjectInfo, ObjectStore, StorageResource, VersionChanged
 
 BOTO_CONFIG = Config(
     retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60,
@@ -136,6 +136,29 @@ class S3ObjectStore(ObjectStore):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+        """Copy exactly one version of `key` to `dest`; return its info.
+
+        With a `signature` that carries an ETag, the GET is conditional on it (S3 answers 412
+        when the object changed since it was seen): raises VersionChanged, FileNotFoundError.
+        """
+        etag = signature.rsplit(":", 1)[-1] if signature and signature.count(":") >= 2 else ""
+        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
+        except botocore.exceptions.ClientError as e:
+            if _missing(e):
+                raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise VersionChanged(f"{key} changed since it was seen") from None
+            raise
+        with open(dest, "wb") as f:
+            for chunk in resp["Body"].iter_chunks(1 << 20):
+                f.write(chunk)
+        return ObjectInfo(key=key, size=resp["ContentLength"],
+                          mtime_ns=int(resp["LastModified"].timestamp() * 1e9),
+                          etag=resp.get("ETag", "").strip('"') or None)
 
     def open_read(self, key: str) -> io.RawIOBase:
         try:

@@ -13,6 +13,8 @@ import time
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
+    NoSuchIcebergTableError,
+    NoSuchPropertyException,
     NoSuchTableError,
     TableAlreadyExistsError,
 )
@@ -62,6 +64,8 @@ def staging_prefix(namespace: str, name: str, partition_subdir: str = "") -> str
 
 def ensure_namespace(catalog: Catalog, namespace: str) -> None:
     """Create the namespace unless it exists; a concurrent creator winning is fine."""
+    if catalog.namespace_exists(namespace):
+        return  # the usual case; on Glue the database is deployed, runs may not create one
     try:
         catalog.create_namespace_if_not_exists(namespace)
     except Exception:
@@ -71,9 +75,20 @@ def ensure_namespace(catalog: Catalog, namespace: str) -> None:
             raise
 
 
+class NotAnIcebergTable(RuntimeError):
+    """The catalog has a table of that name that is not an Iceberg table."""
+
+
 def load_table(catalog: Catalog, namespace: str, name: str) -> Table | None:
+    """The table, or None if there is none; raises NotAnIcebergTable for a foreign table."""
     try:
         return catalog.load_table((namespace, name))
+    except (NoSuchIcebergTableError, NoSuchPropertyException) as e:  # before its base class
+        # A Glue table from before the Iceberg tables (external Parquet): never dropped by the
+        # platform. It holds no data of its own (raw is the source of truth).
+        raise NotAnIcebergTable(
+            f"{namespace}.{name} exists but is not an Iceberg table ({e}); if it is the external "
+            "Parquet table of the old layout, delete it from the catalog and rerun") from e
     except NoSuchTableError:
         return None
 

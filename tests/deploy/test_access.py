@@ -130,3 +130,25 @@ def test_code_location_reads_raw_and_consumes_the_queue(synthesized: Synthesized
     actions = actions_of(statements)
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject*", "s3:List*"} <= actions
     assert not any(a.startswith(("s3:Put", "s3:Delete", "ecs:", "iam:")) for a in actions)
+
+
+def _glue_statements(synthesized: Synthesized, role_prefix: str) -> list[dict]:
+    return [s for s in statements_of(synthesized, role_prefix)
+            if any(a.startswith("glue:") for a in as_list(s["Action"]))]
+
+
+def test_runs_may_do_what_pyicebergs_glue_catalog_does_on_the_platforms_tables(
+        synthesized: Synthesized):
+    """Create and commit Iceberg tables (GetDatabase, GetTable, CreateTable, UpdateTable) in the
+    platform's database only; no partition writes, no drops, no new databases."""
+    (statement,) = _glue_statements(synthesized, "RunRole")
+    actions = set(as_list(statement["Action"]))
+    assert {"glue:GetDatabase", "glue:GetTable", "glue:CreateTable",
+            "glue:UpdateTable"} <= actions
+    assert not actions & {"glue:DeleteTable", "glue:CreateDatabase", "glue:DeleteDatabase",
+                          "glue:CreatePartition", "glue:BatchCreatePartition"}
+    resources = {r.rsplit(":", 1)[-1] for r in as_list(statement["Resource"])}
+    assert resources == {"catalog", "database/data_platform", "table/data_platform/*"}
+    (batch,) = _glue_statements(synthesized, "BatchJobRole")
+    assert not [a for a in as_list(batch["Action"])
+                if a.startswith(("glue:Create", "glue:Update", "glue:Delete"))]
