@@ -402,10 +402,15 @@ def _interim_count(path, contract, compression):
         text = io.TextIOWrapper(f, encoding=contract.format.encoding, errors="replace", newline="")
         if contract.format.type == "jsonl":
             return sum(1 for line in text if line.strip())
-        reader = _csv_reader(text, contract.format)
-        if contract.format.header:
-            next(reader, None)
-        return sum(1 for row in reader if row)
+        limit = csv.field_size_limit()
+        csv.field_size_limit(max(limit, contract.format.max_line_bytes))
+        try:
+            reader = _csv_reader(text, contract.format)
+            if contract.format.header:
+                next(reader, None)
+            return sum(1 for row in reader if row)
+        finally:
+            csv.field_size_limit(limit)
 
 
 def _interim_finalize(result, contract, field_ids, rejected_field_ids, constants):
