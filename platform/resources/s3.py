@@ -17,7 +17,7 @@ import botocore.exceptions
 from botocore.config import Config
 from pydantic import Field
 
-from .storage import ObjectInfo, ObjectStore, StorageResource, VersionChanged
+from .storage import ObjectInfo, ObjectStore, StorageResource, VersionChanged, partial_file
 
 BOTO_CONFIG = Config(
     retries={"max_attempts": 8, "mode": "adaptive"}, connect_timeout=5, read_timeout=60,
@@ -34,8 +34,21 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+def _code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
 def _missing(e: botocore.exceptions.ClientError) -> bool:
-    return e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+    return _code(e) in ("404", "NoSuchKey", "NotFound")
+
+
+def _info(key: str, size: int, last_modified, etag: str | None,
+          version_id: str | None = None) -> ObjectInfo:
+    # Listings give LastModified in ms, HEAD and GET in whole seconds (S3 keeps seconds): use
+    # seconds everywhere so one object has one signature whichever call saw it.
+    return ObjectInfo(key=key, size=size, mtime_ns=int(last_modified.timestamp()) * 10**9,
+                      etag=(etag or "").strip('"') or None,
+                      version_id=None if version_id in (None, "null") else version_id)
 
 
 class RangedReader(io.RawIOBase):
@@ -103,11 +116,8 @@ class S3ObjectStore(ObjectStore):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/"):
                     continue  # folder placeholder objects
-                yield ObjectInfo(
-                    key=self._rel(obj["Key"]), size=obj["Size"],
-                    mtime_ns=int(obj["LastModified"].timestamp() * 1e9),
-                    etag=obj.get("ETag", "").strip('"') or None,
-                )
+                yield _info(self._rel(obj["Key"]), obj["Size"], obj["LastModified"],
+                            obj.get("ETag"))
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -116,9 +126,41 @@ class S3ObjectStore(ObjectStore):
             if _missing(e):
                 return None
             raise
-        return ObjectInfo(key=key, size=head["ContentLength"],
-                          mtime_ns=int(head["LastModified"].timestamp() * 1e9),
-                          etag=head.get("ETag", "").strip('"') or None)
+        return _info(key, head["ContentLength"], head["LastModified"], head.get("ETag"),
+                     head.get("VersionId"))
+
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+        # The signature is checked on HEAD, then the GET is pinned to that version: by
+        # VersionId in a versioned bucket, else by If-Match on its ETag (412 if replaced). The
+        # GET's own headers describe what was copied and are checked again (same bytes
+        # uploaded anew keep the ETag but not LastModified).
+        head = self.stat(key)
+        if head is None:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        if signature is not None and head.signature != signature:
+            raise VersionChanged(f"{self.uri(key)} changed since it was seen")
+        pin = {"VersionId": head.version_id} if head.version_id else {"IfMatch": head.etag or "*"}
+        with partial_file(dest) as tmp:
+            try:
+                got = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **pin)
+            except botocore.exceptions.ClientError as e:
+                if _code(e) in ("PreconditionFailed", "412", "NoSuchVersion"):
+                    raise VersionChanged(f"{self.uri(key)} changed since it was seen") from None
+                if _missing(e):
+                    raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
+                raise
+            info = _info(key, got["ContentLength"], got["LastModified"], got.get("ETag"),
+                         got.get("VersionId"))
+            if signature is not None and info.signature != signature:
+                got["Body"].close()
+                raise VersionChanged(f"{self.uri(key)} changed while it was copied")
+            with open(tmp, "wb") as out:
+                for chunk in got["Body"].iter_chunks(1 << 20):
+                    out.write(chunk)
+                copied = out.tell()
+            if copied != info.size:
+                raise OSError(f"{self.uri(key)}: got {copied} of {info.size} bytes")
+        return info
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
@@ -136,29 +178,6 @@ class S3ObjectStore(ObjectStore):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-
-    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
-        """Copy exactly one version of `key` to `dest`; return its info.
-
-        With a `signature` that carries an ETag, the GET is conditional on it (S3 answers 412
-        when the object changed since it was seen): raises VersionChanged, FileNotFoundError.
-        """
-        etag = signature.rsplit(":", 1)[-1] if signature and signature.count(":") >= 2 else ""
-        kwargs = {"IfMatch": f'"{etag}"'} if etag else {}
-        try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
-        except botocore.exceptions.ClientError as e:
-            if _missing(e):
-                raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
-            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-                raise VersionChanged(f"{key} changed since it was seen") from None
-            raise
-        with open(dest, "wb") as f:
-            for chunk in resp["Body"].iter_chunks(1 << 20):
-                f.write(chunk)
-        return ObjectInfo(key=key, size=resp["ContentLength"],
-                          mtime_ns=int(resp["LastModified"].timestamp() * 1e9),
-                          etag=resp.get("ETag", "").strip('"') or None)
 
     def open_read(self, key: str) -> io.RawIOBase:
         try:

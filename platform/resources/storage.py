@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,16 +27,30 @@ from ..settings import local_path, setting
 
 @dataclasses.dataclass(frozen=True)
 class ObjectInfo:
-    """One stored object: key relative to the store's root, size, modification time (ns)."""
+    """One stored object: key relative to the store's root, size, modification time (ns), and
+    what tells its versions apart (inode and change time locally; ETag and VersionId on S3)."""
 
     key: str
     size: int
     mtime_ns: int
     etag: str | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+    version_id: str | None = None
+
+    @property
+    def changed_ns(self) -> int:
+        """When the object last changed, for ordering: the kernel sets ctime on every write,
+        rename and timestamp change (nobody can set it back), so a copy with an old mtime
+        still sorts as recent. Without a ctime (S3) it is the modification time."""
+        return max(self.mtime_ns, self.ctime_ns or 0)
 
     @property
     def signature(self) -> str:
-        return f"{self.size}:{self.mtime_ns}:{self.etag or ''}"
+        """A short string, equal for an unchanged object and different once it is rewritten,
+        renamed over or copied over. Costs no read of the content."""
+        parts = (self.size, self.mtime_ns, self.ctime_ns, self.inode, self.etag)
+        return hashlib.blake2b(repr(parts).encode(), digest_size=10).hexdigest()
 
 
 class VersionChanged(Exception):
@@ -50,6 +65,9 @@ class ObjectStore(abc.ABC):
     """A flat key space under one root URL."""
 
     read_only: bool = False
+    # Whether `ObjectInfo.changed_ns` moves forward on every change of an object (local ctime);
+    # when not (S3 LastModified is a multipart upload's start), readers look back a while.
+    ordering_time_exact: bool = False
 
     @abc.abstractmethod
     def uri(self, key: str = "") -> str:
@@ -71,6 +89,13 @@ class ObjectStore(abc.ABC):
     def open_read(self, key: str) -> io.RawIOBase:
         """A seekable binary reader; remote stores fetch only the byte ranges that are read
         (reading a Parquet footer never downloads the file)."""
+
+    @abc.abstractmethod
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+        """Copy the object's bytes to the local file `dest`; return the info of exactly the
+        version copied. Raises FileNotFoundError if the object does not exist, and
+        VersionChanged if `signature` is given and the object (before or during the copy) has
+        another one; `dest` is then left absent, never partial."""
 
     @abc.abstractmethod
     def put_file(self, local: Path, key: str) -> None:
@@ -108,8 +133,28 @@ def _clean_key(key: str) -> str:
     return "/".join(parts)
 
 
+def _local_info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                      ctime_ns=st.st_ctime_ns, inode=st.st_ino)
+
+
+@contextlib.contextmanager
+def partial_file(dest: Path) -> Iterator[Path]:
+    """A temp file next to `dest`, renamed onto it on success and removed otherwise."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 class LocalObjectStore(ObjectStore):
     """An ObjectStore over a local folder; writes go through a temp file and os.replace."""
+
+    ordering_time_exact = True
 
     def __init__(self, root: Path, *, read_only: bool = False):
         self.root = root
@@ -141,8 +186,7 @@ class LocalObjectStore(ObjectStore):
                         st = e.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # deleted between scandir and stat
-                    key = Path(e.path).relative_to(self.root).as_posix()
-                    found.append(ObjectInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns))
+                    found.append(_local_info(Path(e.path).relative_to(self.root).as_posix(), st))
         yield from sorted(found, key=lambda o: o.key)
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -151,7 +195,7 @@ class LocalObjectStore(ObjectStore):
             st = p.stat()
         except FileNotFoundError:
             return None
-        return ObjectInfo(key=_clean_key(key), size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return _local_info(_clean_key(key), st)
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
@@ -164,17 +208,18 @@ class LocalObjectStore(ObjectStore):
         return open(self._path(key), "rb", buffering=0)
 
     def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
-        before = self.stat(key)
-        if before is None:
-            raise FileNotFoundError(self.uri(key))
-        if signature and before.signature != signature:
-            raise VersionChanged(f"{key} changed since it was seen")
-        import shutil
-        shutil.copyfile(self._path(key), dest)
-        after = self.stat(key)
-        if after != before:
-            dest.unlink()
-            raise VersionChanged(f"{key} changed while it was copied")
+        # The open file (fstat) is the version copied; the path (stat) must still name it after
+        # the copy, or the object was written to, renamed over or replaced meanwhile.
+        key = _clean_key(key)
+        with partial_file(dest) as tmp, open(self._path(key), "rb") as src:
+            before = _local_info(key, os.fstat(src.fileno()))
+            if signature is not None and before.signature != signature:
+                raise VersionChanged(f"{self.uri(key)} changed since it was seen")
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            after, now = _local_info(key, os.fstat(src.fileno())), self.stat(key)
+            if after != before or now != before:
+                raise VersionChanged(f"{self.uri(key)} changed while it was copied")
         return before
 
     def _atomic_write(self, key: str, write) -> None:
