@@ -1,21 +1,27 @@
-"""The raw-upload sensor (listing mode): new objects under raw/<dataset>/ become partitions and runs.
+"""The raw-upload sensor (listing mode): every new version of an object under raw/<dataset>/ is
+launched once, as a partition of that dataset and a run pinned to that version.
 
-Per dataset the cursor keeps a modification-time watermark, the objects handled at or above it,
-and the objects seen but not yet settled. An object is a candidate when it is at or above the
-watermark and not handled in that exact version (size, mtime), or when it is below the
-watermark but not yet a partition (a file copied with its old mtime, an upload that finished
-late, a tick that crashed). Equal timestamps are therefore safe, and a restart resumes from
-the saved cursor.
+A tick only lists: it never reads content. Each object has a cheap *signature* (size, mtime,
+ctime and inode locally; size, ETag and LastModified on S3) and an ordering time, `changed_ns`
+(the ctime locally, which every write, rename or `cp -p` moves forward and nobody can set back;
+LastModified on S3). Per dataset the cursor keeps a watermark on that time, the signatures
+handled at or above it (less a look-back on S3, whose LastModified is a multipart upload's
+start), and the objects seen but not yet settled with the time each signature was first seen.
+An object is a candidate when it is in that window with a signature not handled yet, or below
+it but not yet a partition (a tick that crashed, an upload that finished late).
 
-A candidate is launched only once it has settled: unchanged since the previous tick and older
-than the settle time, so a file still being copied is never read half-written. Its content hash
-then decides: a new key is a new partition; a known key with new content is rerun; the same
-content again is a no-op. New keys of a dataset are added in one sorted request, so they form
-one contiguous range of the dynamic partitions and run in a few ranged runs (each file keeps its
-own partition status). One tick hashes at most `max_files_per_tick` files; a backlog drains
-over several ticks (and at most `max_bytes_per_tick` bytes, past the first file).
+A candidate is launched once settled: the same signature in the previous tick, and already
+older than the settle time then, so a file still being copied is never read half-written and
+the decision depends on the cursor and the listing only. Its version is (first-seen time,
+signature), passed to the run through run config, and the run key is derived from the versions
+it carries: a re-upload, even of identical bytes or of earlier content (A -> B -> A), is a new
+run, while a tick replayed from the same cursor (a crash before the cursor was saved) repeats
+its run keys, which the daemon drops. Whether the content really changed is the run's business:
+it copies exactly that version and hashes the copy. New keys of a dataset are added in one
+sorted request, so they form one contiguous range of the dynamic partitions and run in a few
+ranged runs (each file keeps its own partition status); a known key with a new signature runs
+alone. One tick launches at most `max_files_per_tick` files; a backlog drains over ticks.
 """
-
 
 import dataclasses
 import hashlib
@@ -31,9 +37,10 @@ from dagster._core.storage.tags import (
 )
 
 from ..assets import DatasetDefs
-from ..staging import read_ledger
 from ..resources.storage import ObjectInfo, StorageResource
+from ..versions import versions_run_config
 
+CURSOR_VERSION = 2
 DAGSTER_PARTITION_LIMIT = 100_000
 INVALID_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
@@ -43,9 +50,9 @@ class SensorSettings:
     """Limits of one tick; read from PLATFORM_SENSOR_* variables when the sensor runs."""
 
     max_files_per_tick: int = 1000
-    max_bytes_per_tick: int = 4 * 1024**3  # hashing local files runs at ~1.5 GB/s
     max_files_per_run: int = 100
     settle_seconds: float = 5.0
+    lookback_seconds: float = 3600.0  # only where the ordering time is not exact (S3)
     partition_warn_at: int = 80_000
 
     @classmethod
@@ -59,10 +66,6 @@ class SensorSettings:
         })
 
 
-def _sig(o: ObjectInfo) -> str:
-    return f"{o.size}:{o.mtime_ns}"
-
-
 def ignored_reason(rel_key: str) -> str | None:
     """Why a key under raw/<dataset>/ is left alone, or None if it is a candidate."""
     parts = rel_key.split("/")
@@ -73,17 +76,28 @@ def ignored_reason(rel_key: str) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Version:
+    """One object version to launch: its key, its info now, and its sequence number."""
+
+    key: str
+    info: ObjectInfo
+    seq: int
+
+    @property
+    def signature(self) -> str:
+        return self.info.signature
+
+
 @dataclasses.dataclass
 class DatasetPlan:
     """What one tick decided for one dataset."""
 
-    new: list[tuple[str, str, ObjectInfo]]  # (key, content hash, info), in key order
-    changed: list[tuple[str, str, ObjectInfo]]
-    unchanged: list[str]
+    new: list[Version]  # keys not yet partitions, in key order
+    changed: list[Version]  # known keys with a new signature
     waiting: list[str]
     deferred: int
     state: dict
-    bytes_taken: int = 0
 
 
 def plan_dataset(
@@ -92,76 +106,78 @@ def plan_dataset(
     known: set[str],
     *,
     now_ns: int,
+    last_tick_ns: int | None,
     settings: SensorSettings,
     budget: int,
-    content_hash,
-    last_hash,
-    byte_budget: int | None = None,
+    lookback_ns: int = 0,
 ) -> DatasetPlan:
-    """Decide, for one dataset, which objects to launch; pure apart from the two callbacks.
+    """Decide, for one dataset, which object versions to launch; pure.
 
     `objects` have keys relative to raw/<dataset>/; `known` is the set of existing partitions;
-    `content_hash(key)` hashes an object; `last_hash(key)` returns the hash last published.
+    `state` is the dataset's part of the cursor; `last_tick_ns` is when the previous tick ran
+    (None on the first). Returns the versions to launch and the dataset's next state.
     """
     wm = int(state.get("wm", 0))
     done: dict[str, str] = dict(state.get("done", {}))
-    pending: dict[str, str] = dict(state.get("pending", {}))
+    # key -> [signature, first seen (ns), 1 if the key was not a partition when first seen]
+    pending: dict[str, list] = {k: list(v) for k, v in state.get("pending", {}).items()}
     settle_ns = int(settings.settle_seconds * 1e9)
+    window = wm - lookback_ns
 
-    above, below = [], []
+    candidates = []
     for o in objects:
-        if o.mtime_ns >= wm:
-            if done.get(o.key) != _sig(o):
-                above.append(o)
-        elif o.key not in known:
-            below.append(o)
-    new_pending: dict[str, str] = {}
+        seen = pending.get(o.key)
+        if o.changed_ns >= window:
+            if done.get(o.key) != o.signature:
+                candidates.append(o)
+        elif o.key not in known or (seen and seen[0] == o.signature):
+            candidates.append(o)  # late, or replayed: the previous tick already had it
+
+    new_pending: dict[str, list] = {}
     ready, waiting = [], []
-    for o in sorted(below + above, key=lambda o: (o.mtime_ns, o.key)):
-        settled = pending.get(o.key) == _sig(o) and now_ns - o.mtime_ns >= settle_ns
-        if settled:
-            ready.append(o)
+    for o in sorted(candidates, key=lambda o: (o.changed_ns, o.key)):
+        seen = pending.get(o.key)
+        if seen and seen[0] == o.signature:
+            # Settled if unchanged since the previous tick and already old enough then.
+            age = None if last_tick_ns is None else last_tick_ns - min(o.changed_ns, seen[1])
+            entry = seen
+            (ready if age is not None and age >= settle_ns else waiting).append(o)
         else:
+            entry = [o.signature, now_ns, int(o.key not in known)]
             waiting.append(o)
-            new_pending[o.key] = _sig(o)
-    # At most `budget` files and, past the first, `byte_budget` bytes to hash in this tick.
-    n, total = 0, 0
-    for o in ready[:budget]:
-        if n and byte_budget is not None and total + o.size > byte_budget:
-            break
-        n, total = n + 1, total + o.size
-    taken, deferred = ready[:n], ready[n:]
-    for o in deferred:
-        new_pending[o.key] = _sig(o)
+        new_pending[o.key] = entry
+    taken, deferred = ready[:max(0, budget)], ready[max(0, budget):]
 
-    new, changed, unchanged = [], [], []
+    new, changed = [], []
     for o in taken:
-        digest = content_hash(o.key)
-        if o.key not in known:
-            new.append((o.key, digest, o))
-        elif last_hash(o.key) == digest:
-            unchanged.append(o.key)
-        else:
-            changed.append((o.key, digest, o))
-        done[o.key] = _sig(o)
+        _, seq, was_new = new_pending.pop(o.key)
+        (new if was_new or o.key not in known else changed).append(Version(o.key, o, seq))
+        done[o.key] = o.signature
 
-    # The watermark moves up to the oldest object still to handle above it, never down.
-    unhandled_above = [o.mtime_ns for o in waiting + deferred if o.mtime_ns >= wm]
-    if unhandled_above:
-        new_wm = min(unhandled_above)
-    else:
-        new_wm = max([wm] + [o.mtime_ns for o in taken])
-    done = {k: v for k, v in done.items() if int(v.split(":")[1]) >= new_wm}
+    # The watermark rises to the newest version handled, but not past the oldest object still
+    # to handle (less the look-back), nor past this tick's own clock (an mtime set in the
+    # future must not hide the next real change); it never moves down.
+    top = max([wm] + [o.changed_ns for o in taken])
+    unhandled = [o.changed_ns + lookback_ns for o in waiting + deferred
+                 if o.changed_ns >= window]
+    new_wm = max(wm, min([top, now_ns] + unhandled))
+    floor = new_wm - lookback_ns
+    done = {o.key: done[o.key] for o in objects if o.key in done and o.changed_ns >= floor}
     return DatasetPlan(
-        new=sorted(new, key=lambda t: t[0]), changed=changed, unchanged=unchanged,
+        new=sorted(new, key=lambda v: v.key), changed=changed,
         waiting=[o.key for o in waiting], deferred=len(deferred),
-        state={"wm": new_wm, "done": done, "pending": new_pending}, bytes_taken=total,
+        state={"wm": new_wm, "done": done, "pending": new_pending},
     )
 
 
-def _run_key(dataset: str, items: list[tuple[str, str, ObjectInfo]]) -> str:
-    blob = json.dumps([(k, h) for k, h, _ in items]).encode()
-    return f"{dataset}:{hashlib.sha256(blob).hexdigest()[:24]}"
+def run_key(dataset: str, versions: list[Version]) -> str:
+    """A run key derived from the versions a run carries: same versions, same key."""
+    blob = json.dumps([dataset] + [(v.key, v.signature, v.seq) for v in versions])
+    return f"{dataset}:{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+
+
+def _run_config(dataset: str, versions: list[Version]) -> dict:
+    return versions_run_config(dataset, {v.key: (v.seq, v.signature) for v in versions})
 
 
 def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDefinition:
@@ -171,14 +187,17 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches raw/<dataset>/ for new or changed files, adds one partition per "
-                    "file and launches batched ingest runs; never launches the same content "
-                    "twice.",
+                    "file and launches batched ingest runs, each pinned to the file versions "
+                    "it saw; reads no file content itself.",
     )
     def raw_uploads_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
         settings = SensorSettings.from_env()
         cursor = json.loads(context.cursor) if context.cursor else {}
-        states = cursor.get("datasets", {})
-        raw, lake = storage.raw(), storage.lake()
+        if cursor.get("v") != CURSOR_VERSION:
+            cursor = {}  # an older format: start over (runs skip content already committed)
+        states, last_tick_ns = cursor.get("datasets", {}), cursor.get("t")
+        raw = storage.raw()
+        lookback_ns = 0 if raw.ordering_time_exact else int(settings.lookback_seconds * 1e9)
         now_ns = time.time_ns()
 
         by_dataset: dict[str, list[ObjectInfo]] = {}
@@ -195,67 +214,61 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
                 by_dataset.setdefault(ds, []).append(dataclasses.replace(o, key=rel))
 
         run_requests, partition_requests, events = [], [], []
-        budget, byte_budget = settings.max_files_per_tick, settings.max_bytes_per_tick
+        budget = settings.max_files_per_tick
         notes: list[str] = []
         new_states = dict(states)
         for ds, d in datasets.items():
-            objects = by_dataset.get(ds, [])
             known = set(context.instance.get_dynamic_partitions(d.partitions.name))
             if len(known) >= settings.partition_warn_at:
                 context.log.warning(
                     f"{ds} has {len(known)} partitions; Dagster advises at most "
                     f"{DAGSTER_PARTITION_LIMIT}. Upload larger files or archives."
                 )
-
-            def last_hash(key, ds=ds):
-                m = read_ledger(lake, ds, key)
-                return m["content_hash"] if m else None
-
             plan = plan_dataset(
-                objects, states.get(ds, {}), known, now_ns=now_ns, settings=settings,
-                budget=budget, content_hash=lambda k, ds=ds: raw.content_hash(f"{ds}/{k}"),
-                last_hash=last_hash, byte_budget=byte_budget,
+                by_dataset.get(ds, []), states.get(ds, {}), known, now_ns=now_ns,
+                last_tick_ns=last_tick_ns, settings=settings, budget=budget,
+                lookback_ns=lookback_ns,
             )
-            budget -= len(plan.new) + len(plan.changed) + len(plan.unchanged)
-            byte_budget = max(0, byte_budget - plan.bytes_taken)
+            budget -= len(plan.new) + len(plan.changed)
             new_states[ds] = plan.state
             if plan.waiting:
                 notes.append(f"{ds}: waiting for {len(plan.waiting)} file(s) to settle")
             if plan.deferred:
                 notes.append(f"{ds}: {plan.deferred} file(s) deferred to the next tick")
-            if plan.unchanged:
-                context.log.info(f"{ds}: same content re-uploaded, not rerun: {plan.unchanged}")
 
-            if plan.new:
-                partition_requests.append(
-                    d.partitions.build_add_request([k for k, _, _ in plan.new]))
-            for k, h, o in plan.new + plan.changed:
+            new_keys = [v.key for v in plan.new if v.key not in known]
+            if new_keys:
+                partition_requests.append(d.partitions.build_add_request(new_keys))
+            for v in plan.new + plan.changed:
                 events.append(dg.AssetMaterialization(
-                    asset_key=d.raw.key, partition=k,
-                    metadata={"size": o.size, "content_hash": h,
-                              "modified_ns": o.mtime_ns, "uri": raw.uri(f"{ds}/{k}")},
+                    asset_key=d.raw.key, partition=v.key,
+                    metadata={"size": v.info.size, "signature": v.signature, "seq": v.seq,
+                              "changed_ns": v.info.changed_ns, "uri": raw.uri(f"{ds}/{v.key}")},
                 ))
             step = max(1, settings.max_files_per_run)
             for i in range(0, len(plan.new), step):
                 chunk = plan.new[i:i + step]
                 run_requests.append(dg.RunRequest(
-                    run_key=_run_key(ds, chunk),
+                    run_key=run_key(ds, chunk),
                     job_name=d.job.name,
+                    run_config=_run_config(ds, chunk),
                     tags={
-                        ASSET_PARTITION_RANGE_START_TAG: chunk[0][0],
-                        ASSET_PARTITION_RANGE_END_TAG: chunk[-1][0],
+                        ASSET_PARTITION_RANGE_START_TAG: chunk[0].key,
+                        ASSET_PARTITION_RANGE_END_TAG: chunk[-1].key,
                         "platform/dataset": ds,
                         "platform/files": str(len(chunk)),
                     },
                 ))
-            for k, h, o in plan.changed:
+            for v in plan.changed:
                 run_requests.append(dg.RunRequest(
-                    run_key=_run_key(ds, [(k, h, o)]), job_name=d.job.name, partition_key=k,
+                    run_key=run_key(ds, [v]), job_name=d.job.name, partition_key=v.key,
+                    run_config=_run_config(ds, [v]),
                     tags={"platform/dataset": ds, "platform/files": "1",
-                          "platform/reason": "content changed"},
+                          "platform/reason": "new version"},
                 ))
 
-        new_cursor = json.dumps({"v": 1, "datasets": new_states}, sort_keys=True)
+        new_cursor = json.dumps({"v": CURSOR_VERSION, "t": now_ns, "datasets": new_states},
+                                sort_keys=True)
         if run_requests:
             return dg.SensorResult(
                 run_requests=run_requests, dynamic_partitions_requests=partition_requests,
@@ -267,7 +280,6 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
             skip_reason=dg.SkipReason("no new or changed files" + (
                 "; " + "; ".join(why) if why else "")),
             cursor=new_cursor,
-            asset_events=events,
         )
 
     return raw_uploads_sensor
