@@ -2,13 +2,19 @@
 
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
+
+from .helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "raw"
 
+S3_REGION = "eu-west-1"
 _PLATFORM_VARS = ("PLATFORM_RAW_URL", "PLATFORM_LAKE_URL", "PLATFORM_DUCKDB_PATH",
                   "PLATFORM_SCRATCH_DIR", "PLATFORM_ENV")
 
@@ -43,3 +49,22 @@ def write_raw(data_dir: Path, key: str, content: str | bytes, mtime: float | Non
     if mtime is not None:
         os.utime(p, (mtime, mtime))
     return p
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on 127.0.0.1 with an empty `raw-bucket`; stopped afterwards."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
+                           timeout=10)
+    for var, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": S3_REGION}.items():
+        monkeypatch.setenv(var, value)
+    client = boto3.client("s3", region_name=S3_REGION)
+    client.create_bucket(Bucket="raw-bucket",
+                         CreateBucketConfiguration={"LocationConstraint": S3_REGION})
+    yield client
+    server.stop()

@@ -5,9 +5,12 @@ import socket
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
 from data_platform.versions import versions_run_config
+from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
 )
 
 
@@ -39,12 +42,17 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], ob
     return out
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
-    """Evaluate the raw-upload sensor once and apply its partition requests, as the daemon does.
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, *,
+         submit: bool = True):
+    """Evaluate the raw-upload sensor once and apply its results as the daemon does: add the
+    requested partitions, drop run requests whose run key this sensor already submitted, and
+    record a launched run (with the run-key tag) for each request it accepts. With
+    `submit=False`, return every request as the sensor made it and submit nothing.
 
-    Returns (run_requests, skip_reason, new_cursor).
+    Returns (accepted run_requests, skip_reason, new_cursor).
     """
-    sensor = defs.resolve_sensor_def("raw_uploads_sensor")
+    name = "raw_uploads_sensor"
+    sensor = defs.resolve_sensor_def(name)
     with dg.build_sensor_context(instance=instance, cursor=cursor,
                                  resources={"storage": defs.resources["storage"]},
                                  definitions=defs) as ctx:
@@ -53,7 +61,29 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None)
             data = sensor.evaluate_tick(ctx)
     for req in data.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    return list(data.run_requests or []), data.skip_message, data.cursor
+    requests = list(data.run_requests or [])
+    if not submit:
+        return requests, data.skip_message, data.cursor
+    accepted = [req for req in requests if submit_run(defs, instance, name, req)]
+    return accepted, data.skip_message, data.cursor
+
+
+def submit_run(defs: dg.Definitions, instance: dg.DagsterInstance, sensor_name: str,
+               req: dg.RunRequest) -> bool:
+    """Record `req` as a launched run unless a run of this sensor has its run key already (the
+    daemon's idempotence check); return whether it was accepted. Validates the run config."""
+    if req.run_key:
+        tags = {RUN_KEY_TAG: req.run_key, SENSOR_NAME_TAG: sensor_name}
+        if instance.get_runs(filters=dg.RunsFilter(tags=tags), limit=1):
+            return False
+    job = defs.resolve_job_def(req.job_name)
+    dg.validate_run_config(job, req.run_config or None)
+    tags = {**req.tags, SENSOR_NAME_TAG: sensor_name}
+    if req.run_key:
+        tags[RUN_KEY_TAG] = req.run_key
+    instance.create_run_for_job(job_def=job, run_config=req.run_config, tags=tags,
+                                status=DagsterRunStatus.STARTING)
+    return True
 
 
 def free_port() -> int:

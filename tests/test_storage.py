@@ -3,17 +3,10 @@
 import os
 import shutil
 import time
-import urllib.request
 
-import boto3
 import pytest
 from data_platform.resources import S3Storage
 from data_platform.resources.storage import LocalObjectStore, VersionChanged
-from moto.server import ThreadedMotoServer
-
-from .helpers import free_port
-
-REGION = "eu-west-1"
 
 
 @pytest.fixture
@@ -96,25 +89,6 @@ def test_local_fetch_notices_a_change_during_the_copy(local, tmp_path, monkeypat
     with pytest.raises(VersionChanged):
         store.fetch("a.csv", dest, signature=sig)
     assert list(tmp_path.glob("*a.csv*")) == []
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    """moto's S3 server on 127.0.0.1 with an empty `raw-bucket`; stopped afterwards."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                           timeout=10)
-    for var, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(var, value)
-    client = boto3.client("s3", region_name=REGION)
-    client.create_bucket(Bucket="raw-bucket",
-                         CreateBucketConfiguration={"LocationConstraint": REGION})
-    yield client
-    server.stop()
 
 
 def _raw(client):
