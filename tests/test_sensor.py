@@ -185,8 +185,12 @@ def test_file_still_being_written_is_not_launched(env):
         f.write("2026-11-20T10:00:00+00:00,2026-11-20,false\n")
     requests, skip, cursor = tick(defs, instance, cursor)
     assert requests == [] and "waiting for 1 file(s)" in skip
+    first_seen = json.loads(cursor)["datasets"]["orders"]["pending"]["big.csv"][1]
     requests, _, _ = tick(defs, instance, cursor)
     assert launched(requests) == [("big.csv", "big.csv", None)]
+    # The run is pinned to the complete file, as first seen complete.
+    final = LocalObjectStore(data_dir / "raw").stat("orders/big.csv").signature
+    assert versions(requests[0]) == {"big.csv": {"seq": first_seen, "signature": final}}
 
 
 def test_a_b_a_is_three_versions_and_three_runs(env):
