@@ -119,7 +119,8 @@ def plan_dataset(
     """
     wm = int(state.get("wm", 0))
     done: dict[str, str] = dict(state.get("done", {}))
-    # key -> [signature, first seen (ns), 1 if the key was not a partition when first seen]
+    # key -> [signature, first seen (ns), 1 if the key was not a partition when first seen];
+    # the flag keeps a replayed tick's runs as they were though its partitions now exist.
     pending: dict[str, list] = {k: list(v) for k, v in state.get("pending", {}).items()}
     settle_ns = int(settings.settle_seconds * 1e9)
     window = wm - lookback_ns
@@ -150,8 +151,9 @@ def plan_dataset(
 
     new, changed = [], []
     for o in taken:
-        _, seq, was_new = new_pending.pop(o.key)
-        (new if was_new or o.key not in known else changed).append(Version(o.key, o, seq))
+        entry = new_pending.pop(o.key)
+        was_new = len(entry) > 2 and entry[2]
+        (new if was_new or o.key not in known else changed).append(Version(o.key, o, entry[1]))
         done[o.key] = o.signature
 
     # The watermark rises to the newest version handled, but not past the oldest object still
