@@ -1,7 +1,9 @@
 """The `data-platform` command: draft a contract from a sample file, query the local catalog.
 
     data-platform contract draft FILE --dataset NAME [--out DIR] [--delimiter ';'] [--force]
-    data-platform query "SELECT * FROM orders LIMIT 5"
+    data-platform query "SELECT * FROM orders LIMIT 5" [--as-of "2026-11-22 10:00"]
+    data-platform history DATASET [--rejected]
+    data-platform rollback DATASET --to SNAPSHOT_ID
 """
 
 import argparse
@@ -111,12 +113,45 @@ def _cmd_query(args) -> int:
     from .resources.catalog import DuckDBCatalog
 
     try:
-        rows = DuckDBCatalog().query(args.sql)
-    except (duckdb.Error, FileNotFoundError) as e:
+        if args.as_of:
+            from .tables.history import query_as_of
+
+            rows = query_as_of(DuckDBCatalog(), args.sql, args.as_of)
+        else:
+            rows = DuckDBCatalog().query(args.sql)
+    except (duckdb.Error, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for row in rows:
         print("\t".join("" if v is None else str(v) for v in row))
+    return 0
+
+
+def _cmd_history(args) -> int:
+    from .resources.catalog import DuckDBCatalog
+    from .tables.history import history_lines
+
+    try:
+        for line in history_lines(DuckDBCatalog(), args.dataset, rejected=args.rejected):
+            print(line)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_rollback(args) -> int:
+    from .resources.catalog import DuckDBCatalog
+    from .resources.storage import LocalStorage
+    from .tables.history import rollback_dataset
+
+    try:
+        for line in rollback_dataset(DuckDBCatalog(), LocalStorage().lake(), args.dataset,
+                                     args.to):
+            print(line)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -136,7 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     draft.set_defaults(func=_cmd_draft)
     query = sub.add_parser("query", help="run SQL against the local catalog (read-only)")
     query.add_argument("sql")
+    query.add_argument("--as-of", help="time travel: answer from the snapshots current at this "
+                                       "time (ISO, local time zone unless given)")
     query.set_defaults(func=_cmd_query)
+    history = sub.add_parser("history", help="list a dataset table's snapshots")
+    history.add_argument("dataset")
+    history.add_argument("--rejected", action="store_true", help="the rejected-rows table")
+    history.set_defaults(func=_cmd_history)
+    rollback = sub.add_parser("rollback", help="make an earlier (or later) snapshot current")
+    rollback.add_argument("dataset")
+    rollback.add_argument("--to", required=True, type=int, help="snapshot id (see history)")
+    rollback.set_defaults(func=_cmd_rollback)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -11,6 +11,7 @@ import os
 import dagster as dg
 from data_platform.assets import build_dataset
 from data_platform.contracts import load_contracts
+from data_platform.maintenance import build_maintenance
 from data_platform.resources import (
     DuckDBCatalog,
     GlueCatalog,
@@ -42,10 +43,12 @@ def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.D
     """Assemble the Definitions for `env` from the shipped contracts (or the given ones)."""
     contracts = load_contracts() if contracts is None else contracts
     datasets = {name: build_dataset(c) for name, c in contracts.items()}
+    maintain_job, maintain_schedule = build_maintenance(contracts)
     return dg.Definitions(
         assets=[d.raw for d in datasets.values()]
         + [a for d in datasets.values() for a in d.assets],
-        jobs=[d.job for d in datasets.values()],
+        jobs=[d.job for d in datasets.values()] + [maintain_job],
+        schedules=[maintain_schedule],
         sensors=[build_raw_uploads_sensor(datasets)],
         resources=resources_for(env),
     )

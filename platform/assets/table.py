@@ -68,8 +68,8 @@ def verify_commit(table, out: CommitOutcome, ready: dict[str, st.StagingRecord],
     if out.snapshot_id is not None:
         snap = table.snapshot_by_id(out.snapshot_id)
         parent = table.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
-        total = int(snap.summary.get("total-records", 0))
-        before = int(parent.summary.get("total-records", 0)) if parent else 0
+        total = int(snap.summary.get("total-records") or 0)
+        before = int(parent.summary.get("total-records") or 0) if parent else 0
         expected = before + out.rows_added - out.rows_removed
         meta.update(snapshot_id=str(out.snapshot_id), total_records=total,
                     expected_total=expected)
@@ -175,7 +175,7 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             "rows_added": data_out.rows_added, "rows_removed": data_out.rows_removed,
             "files_added": data_out.files_added, "files_removed": data_out.files_removed,
             "commit_attempts": data_out.attempts,
-            "table_rows": int(data_table.current_snapshot().summary.get("total-records", 0))
+            "table_rows": int(data_table.current_snapshot().summary.get("total-records") or 0)
             if data_table is not None and data_table.current_snapshot() else 0,
             "query": f"SELECT * FROM {ds} LIMIT 10",
         }

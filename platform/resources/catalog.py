@@ -48,6 +48,11 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def query(self, sql: str) -> list[tuple]:
         """Run a read-only query and return all rows."""
 
+    def compaction_sql(self, name: str) -> list[str]:
+        """Statements that compact table `name` in the query engine ([]: the platform compacts
+        it itself)."""
+        return []
+
     def row_count(self, name: str) -> int:
         return int(self.query(f"SELECT count(*) FROM {_q(name)}")[0][0])
 

@@ -99,6 +99,11 @@ class GlueCatalog(CatalogResource):
     def expose(self, names: Sequence[str]) -> None:
         """Nothing to do: Athena reads the current snapshot from the Glue table itself."""
 
+    def compaction_sql(self, name: str) -> list[str]:
+        """Athena bin-packs small files and vacuums expired snapshots' files itself."""
+        table = f"{_ident(self.database)}.{_ident(name)}"
+        return [f"OPTIMIZE {table} REWRITE DATA USING BIN_PACK", f"VACUUM {table}"]
+
     def query(self, sql: str) -> list[tuple]:
         athena = self.athena()
         kwargs = {"QueryString": sql, "WorkGroup": self.workgroup,
@@ -145,3 +150,10 @@ def _convert(value: str | None, athena_type: str):
     if athena_type == "boolean":
         return value == "true"
     return value
+
+
+def _ident(name: str) -> str:
+    """An Athena (Trino) identifier: bare when plain, else double-quoted."""
+    import re
+
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
