@@ -146,3 +146,21 @@ def test_6_a_renamed_file_moves_its_rows_and_a_rerun_replaces_atomically(data_di
     assert q("SELECT count(*), min(order_date)::VARCHAR FROM orders") == [(2, "2026-11-21")]
     table = DuckDBCatalog().iceberg().load_table(("platform", "orders"))
     assert [s.summary["total-records"] for s in table.snapshots()] == ["8", "8", "2"]
+
+
+def test_a_data_folder_of_the_old_layout_is_rebuilt_from_raw(samples, platform):
+    """An old `.data/`: Parquet under lake/cleaned, manifests, a version-1 sensor cursor and the
+    partitions already known. The first tick starts over, and raw rebuilds both tables."""
+    old = samples / "lake" / "cleaned" / "orders" / "order_date=2026-11-20"
+    old.mkdir(parents=True)
+    (old / "stale.parquet").write_bytes(b"PAR1 stale")
+    (samples / "lake" / "_manifests" / "orders").mkdir(parents=True)
+    keys = sorted(p.name for p in (samples / "raw" / "orders").iterdir())
+    platform.instance.add_dynamic_partitions("raw_orders", keys)
+    now = time.time_ns()
+    platform.cursor = ('{"v": 1, "datasets": {"orders": {"wm": %d, "done": {%s}, "pending": {}}}}'
+                       % (now, ", ".join(f'"{k}": "1:{now}"' for k in keys)))
+    platform.settle()
+    assert all(r.success for r in platform.results)
+    assert q("SELECT count(*) FROM orders") == [(240,)]
+    assert q("SELECT count(*) FROM penguins") == [(250,)]
