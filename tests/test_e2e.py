@@ -62,6 +62,19 @@ def test_dagster_dev_processes_a_dropped_file(data_dir, tmp_path):
                          180, "the orders table", proc, log)
         assert count == (50, sum(i + 0.25 for i in range(1, 51)))
         assert catalog.query("SELECT line FROM orders_rejected") == [(52,)]
+
+        # A name with glob characters, and the first file overwritten with an old mtime (as
+        # `cp -p` does): both are picked up by the running daemon, each row exactly once.
+        write_raw(data_dir, "orders/r[1].csv",
+                  HEADER + "1000,c,1.00,EUR,2026-11-20T10:00:00+00:00,2026-11-20,false\n")
+        old = time.time() - 30 * 86400
+        write_raw(data_dir, "orders/dropped.csv", HEADER + "".join(body.splitlines(True)[:10]),
+                  mtime=old)
+        expected = [("dropped.csv", 10), ("r[1].csv", 1)]
+        wait_for(lambda: catalog.query(
+            "SELECT _source_key, count(*) FROM orders GROUP BY 1 ORDER BY 1") == expected,
+            180, "the overwrite and the new file", proc, log)
+        assert catalog.query("SELECT count(*) FROM orders_rejected") == [(0,)]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
