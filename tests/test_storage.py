@@ -1,5 +1,6 @@
 """Object stores: signatures and version-pinned fetch, on a local folder and on moto's S3 server."""
 
+import hashlib
 import os
 import shutil
 import time
@@ -56,6 +57,27 @@ def test_local_fetch_copies_the_version_asked_for(local, tmp_path):
     with pytest.raises(FileNotFoundError):
         store.fetch("d/missing.csv", tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_fetch_hashes_exactly_the_bytes_copied_and_put_file_can_take_a_file_over(local,
+                                                                                tmp_path):
+    root, store = local
+    data = os.urandom(3 * (1 << 22) + 17)  # several copy chunks and a remainder
+    (root / "a.csv").write_bytes(data)
+    hasher = hashlib.sha256()
+    store.fetch("a.csv", tmp_path / "copy.csv", hasher=hasher)
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "copy.csv").read_bytes() == data
+
+    lake = LocalObjectStore(tmp_path / "lake")
+    staged = tmp_path / "staged.parquet"
+    staged.write_bytes(b"PAR1")
+    lake.put_file(staged, "t/data/x.parquet", move=True)
+    assert not staged.exists() and (tmp_path / "lake/t/data/x.parquet").read_bytes() == b"PAR1"
+    kept = tmp_path / "kept.parquet"
+    kept.write_bytes(b"PAR2")
+    lake.put_file(kept, "t/data/y.parquet")
+    assert kept.exists()
 
 
 def test_local_fetch_of_a_stale_signature_raises_and_leaves_nothing(local, tmp_path):

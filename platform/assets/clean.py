@@ -13,7 +13,6 @@ import hashlib
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -78,11 +77,6 @@ def local_name(contract: Contract, key: str) -> str | None:
     return None
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-
-
 class Stager:
     """Stages the raw files of one run of one dataset."""
 
@@ -130,8 +124,10 @@ class Stager:
             return self._save(record)
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
             local = work / name
+            hasher = hashlib.sha256()
             try:
-                info = self.raw.fetch(rk, local, signature=wanted.signature if wanted else None)
+                info = self.raw.fetch(rk, local, signature=wanted.signature if wanted else None,
+                                      hasher=hasher)
             except VersionChanged as e:
                 record.status, record.reason = st.SUPERSEDED, str(e)
                 return self._save(record)
@@ -139,7 +135,7 @@ class Stager:
                 record.reason = f"raw/{rk} no longer exists"
                 return self._save(record)
             record.signature = info.signature
-            record.content_hash = sha256_file(local)
+            record.content_hash = "sha256:" + hasher.hexdigest()  # of exactly the bytes cleaned
             if self._unchanged(key, record.content_hash):
                 record.status = st.UNCHANGED
                 record.reason = "same content as the committed version"
@@ -159,11 +155,11 @@ class Stager:
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):
                 k = f"{staging_prefix(self.catalog.namespace, ds, f.subdir)}/{tag}-{i}.parquet"
-                self.lake.put_file(f.path, k)
+                self.lake.put_file(f.path, k, move=True)
                 record.data_files.append(self.lake.uri(k))
             if result.rejected_file:
                 k = f"{staging_prefix(self.catalog.namespace, rejected_name(ds))}/{tag}.parquet"
-                self.lake.put_file(result.rejected_file, k)
+                self.lake.put_file(result.rejected_file, k, move=True)
                 record.rejected_files.append(self.lake.uri(k))
             record.source_records = result.source_records
             record.rows_written, record.rows_rejected = result.rows_written, result.rows_rejected

@@ -129,7 +129,8 @@ class S3ObjectStore(ObjectStore):
         return _info(key, head["ContentLength"], head["LastModified"], head.get("ETag"),
                      head.get("VersionId"))
 
-    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None,
+              hasher=None) -> ObjectInfo:
         # The signature is checked on HEAD, then the GET is pinned to that version: by
         # VersionId in a versioned bucket, else by If-Match on its ETag (412 if replaced). The
         # GET's own headers describe what was copied and are checked again (same bytes
@@ -156,6 +157,8 @@ class S3ObjectStore(ObjectStore):
                 raise VersionChanged(f"{self.uri(key)} changed while it was copied")
             with open(tmp, "wb") as out:
                 for chunk in got["Body"].iter_chunks(1 << 20):
+                    if hasher is not None:
+                        hasher.update(chunk)
                     out.write(chunk)
                 copied = out.tell()
             if copied != info.size:
@@ -187,7 +190,7 @@ class S3ObjectStore(ObjectStore):
                 raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
             raise
 
-    def put_file(self, local: Path, key: str) -> None:
+    def put_file(self, local: Path, key: str, *, move: bool = False) -> None:
         self._check_writable()
         self.client.upload_file(str(local), self.bucket, self._key(key))
 

@@ -91,15 +91,20 @@ class ObjectStore(abc.ABC):
         (reading a Parquet footer never downloads the file)."""
 
     @abc.abstractmethod
-    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None,
+              hasher=None) -> ObjectInfo:
         """Copy the object's bytes to the local file `dest`; return the info of exactly the
         version copied. Raises FileNotFoundError if the object does not exist, and
         VersionChanged if `signature` is given and the object (before or during the copy) has
-        another one; `dest` is then left absent, never partial."""
+        another one; `dest` is then left absent, never partial. `hasher` (a hashlib object),
+        when given, is fed exactly the bytes copied, in the same pass."""
 
     @abc.abstractmethod
-    def put_file(self, local: Path, key: str) -> None:
-        """Store a local file at `key` atomically: readers see the old or the new object."""
+    def put_file(self, local: Path, key: str, *, move: bool = False) -> None:
+        """Store a local file at `key` atomically: readers see the old or the new object.
+
+        With `move`, the local file is no longer needed: a store on the same file system may
+        take it over instead of copying it."""
 
     @abc.abstractmethod
     def put_bytes(self, data: bytes, key: str) -> None:
@@ -207,7 +212,8 @@ class LocalObjectStore(ObjectStore):
     def open_read(self, key: str) -> io.RawIOBase:
         return open(self._path(key), "rb", buffering=0)
 
-    def fetch(self, key: str, dest: Path, *, signature: str | None = None) -> ObjectInfo:
+    def fetch(self, key: str, dest: Path, *, signature: str | None = None,
+              hasher=None) -> ObjectInfo:
         # The open file (fstat) is the version copied; the path (stat) must still name it after
         # the copy, or the object was written to, renamed over or replaced meanwhile.
         key = _clean_key(key)
@@ -216,7 +222,12 @@ class LocalObjectStore(ObjectStore):
             if signature is not None and before.signature != signature:
                 raise VersionChanged(f"{self.uri(key)} changed since it was seen")
             with open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+                if hasher is None:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                else:
+                    while chunk := src.read(1 << 22):
+                        hasher.update(chunk)
+                        out.write(chunk)
             after, now = _local_info(key, os.fstat(src.fileno())), self.stat(key)
             if after != before or now != before:
                 raise VersionChanged(f"{self.uri(key)} changed while it was copied")
@@ -238,7 +249,19 @@ class LocalObjectStore(ObjectStore):
                 os.unlink(tmp)
             raise
 
-    def put_file(self, local: Path, key: str) -> None:
+    def put_file(self, local: Path, key: str, *, move: bool = False) -> None:
+        if move:
+            self._check_writable()
+            dest = self._path(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(local, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(local, dest)  # same file system: the staged file is taken over
+                return
+            except OSError:
+                pass  # another file system: copy below
+
         def write(f):
             with open(local, "rb") as src:
                 while chunk := src.read(1 << 20):
