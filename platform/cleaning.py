@@ -19,6 +19,7 @@ raise.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import gzip
@@ -38,6 +39,7 @@ from .contracts import (
     contract_type_from_duckdb,
     normalize_names,
 )
+from .records import source_records
 from .sql import quote_ident as _q
 from .sql import quote_literal as _lit
 
@@ -52,6 +54,38 @@ REJECTED_SCHEMA = (
     ("reason", "VARCHAR"),
     ("raw", "VARCHAR"),
 )
+
+
+PARTITION_ALIAS = "__partition"
+
+
+@dataclasses.dataclass
+class OutputSpec:
+    """What every written Parquet file carries besides the contract's columns: constant columns
+    (lineage) and Parquet field ids (cleaned and rejected files have their own)."""
+
+    field_ids: dict[str, int] | None = None
+    rejected_field_ids: dict[str, int] | None = None
+    constants: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def constant_sql(self) -> str:
+        """`, CAST(<value> AS <type>) AS <name>...` for the SELECT list ('' without any)."""
+        return "".join(
+            f", CAST({'NULL' if v is None else _lit(str(v))} AS {t}) AS {_q(n)}"
+            for n, (t, v) in self.constants.items())
+
+    def ids_option(self, columns: list[str], rejected: bool = False) -> str:
+        """`, FIELD_IDS {...}` for a COPY writing `columns` (+ constants); '' without ids.
+
+        Raises ValueError when a written column has no id: never a file with partial ids."""
+        ids = self.rejected_field_ids if rejected else self.field_ids
+        if ids is None:
+            return ""
+        written = list(columns) + list(self.constants)
+        missing = [c for c in written if c not in ids]
+        if missing:
+            raise ValueError(f"no Parquet field id for written column(s) {missing}")
+        return ", FIELD_IDS {" + ", ".join(f"{_q(c)}: {int(ids[c])}" for c in written) + "}"
 
 
 class CleanError(Exception):
@@ -376,69 +410,32 @@ def clean_file(
         # Each DuckDB thread buffers a row group while writing Parquet: 768 MB holds two
         # threads with room to spare (measured: ~690 MB peak RSS on 1.1 GB, flat with size).
         memory_limit = f"{max(768, 384 * (threads or os.cpu_count() or 2))}MB"
+    # The raw file's records are counted by an independent scan, concurrently with the parse.
+    counter = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    counted = counter.submit(source_records, path, contract, compression)
     con = _connect(staging, memory_limit=memory_limit, threads=threads)
     try:
         # Timestamps written without an offset are read in the contract's zone.
         con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
+        spec = OutputSpec(field_ids, rejected_field_ids, dict(constants or {}))
         if fmt.type == "csv":
-            result = _clean_csv(con, path, contract, staging, source_key, compression)
+            result = _clean_csv(con, path, contract, staging, source_key, compression, spec)
         else:
-            result = _clean_typed_cast(con, path, contract, staging, source_key, compression)
+            result = _clean_typed_cast(con, path, contract, staging, source_key, compression,
+                                       spec)
     finally:
         con.close()
+        counter.shutdown(wait=True)
     result.bytes_in = bytes_in
-    if field_ids or constants:
-        _interim_finalize(result, contract, field_ids, rejected_field_ids, constants or {})
-    result.source_records = _interim_count(path, contract, compression)
+    try:
+        result.source_records = counted.result()
+    except Exception:  # noqa: BLE001 - uncounted fails the reconciliation audit, loudly
+        result.source_records = None
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _interim_count(path, contract, compression):
-    if contract.format.type == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    opener = gzip.open if compression == "gzip" else open
-    with opener(path, "rb") as f:
-        text = io.TextIOWrapper(f, encoding=contract.format.encoding, errors="replace", newline="")
-        if contract.format.type == "jsonl":
-            return sum(1 for line in text if line.strip())
-        limit = csv.field_size_limit()
-        csv.field_size_limit(max(limit, contract.format.max_line_bytes))
-        try:
-            reader = _csv_reader(text, contract.format)
-            if contract.format.header:
-                next(reader, None)
-            return sum(1 for row in reader if row)
-        finally:
-            csv.field_size_limit(limit)
-
-
-def _interim_finalize(result, contract, field_ids, rejected_field_ids, constants):
-    import pyarrow as pa
-
-    def rewrite(path, ids, extra):
-        t = pq.read_table(path)
-        for name, value in extra.items():
-            t = t.append_column(name, pa.array([value] * t.num_rows, type=t.schema.field(0).type
-                                                if False else None))
-        fields = [pa.field(f.name, f.type, metadata={b"PARQUET:field_id": str(ids[f.name]).encode()})
-                  for f in t.schema]
-        t = t.cast(pa.schema(fields))
-        pq.write_table(t, path, compression="snappy")
-
-    for f in result.files:
-        extra = {k: v for k, (_, v) in constants.items()}
-        if f.subdir and contract.partition_column:
-            col, _, value = f.subdir.partition("=")
-            import datetime as _dt
-            c = contract.column(col)
-            extra = {col: _dt.date.fromisoformat(value) if c.type == "date" else value, **extra}
-        rewrite(f.path, field_ids, extra)
-    if result.rejected_file:
-        rewrite(result.rejected_file, rejected_field_ids, {k: v for k, (_, v) in constants.items()})
-
-
-def _collect_ok(pass_dir: Path) -> list[StagedFile]:
+def _collect_ok(pass_dir: Path, partition_column: str | None) -> list[StagedFile]:
     ok_root = pass_dir / "_ok=true"
     files = []
     for p in sorted(ok_root.rglob("*.parquet")) if ok_root.exists() else []:
@@ -446,6 +443,8 @@ def _collect_ok(pass_dir: Path) -> list[StagedFile]:
         if rows == 0:
             continue  # a single-file COPY of no rows still writes a file; publish none
         sub = p.parent.relative_to(ok_root).as_posix()
+        if partition_column and sub.startswith(PARTITION_ALIAS + "="):
+            sub = partition_column + sub[len(PARTITION_ALIAS):]
         files.append(StagedFile(path=p, subdir="" if sub == "." else sub, rows=rows))
     return files
 
@@ -492,7 +491,7 @@ def _parse_rejects(con, path: Path, compression: str, contract: Contract, source
 
 
 def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: str,
-               compression: str) -> CleanResult:
+               compression: str, spec: OutputSpec) -> CleanResult:
     fmt = contract.format
     head = _sniff_text(path, compression, contract)
     if fmt.header:
@@ -560,7 +559,13 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         for c in contract.columns
     )
     pass_dir = staging / "pass1"
-    pcol = _q(contract.partition_column) if contract.partition_column else None
+    # Partitioned by a copy of the partition column, so the column itself stays in the files
+    # (an Iceberg table reads it from them) and the split column _ok never does.
+    pcol = _q(PARTITION_ALIAS) if contract.partition_column else None
+    if pcol:
+        select_cols += f", {_q(contract.partition_column)} AS {pcol}"
+    ids = spec.ids_option([c.name for c in contract.columns])
+    select_cols += spec.constant_sql()
     con.execute("SET preserve_insertion_order=false")
     # Partitioned writes buffer rows per partition; flushing often keeps memory flat.
     con.execute("SET partitioned_write_flush_threshold=100000")
@@ -581,11 +586,11 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     try:
         con.execute(
             f"COPY ({query}) TO {_lit(str(target))} "
-            f"({options}FORMAT parquet, COMPRESSION {PARQUET_CODEC})"
+            f"({options}FORMAT parquet, COMPRESSION {PARQUET_CODEC}{ids})"
         )
     except duckdb.Error as e:
         raise CleanError(f"cannot parse the file as CSV: {_short(e)}") from None
-    files = _collect_ok(pass_dir)
+    files = _collect_ok(pass_dir, contract.partition_column)
     bad_root = pass_dir / "_ok=false"
     contract_rejects = sum(_footer_rows(p) for p in bad_root.rglob("*.parquet")) \
         if bad_root.exists() else 0
@@ -625,7 +630,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         ]
         con.executemany("INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?)", out)
 
-    rejected_file = _write_rejected(con, staging)
+    rejected_file = _write_rejected(con, staging, spec)
     rows_written = sum(f.rows for f in files)
     rows_rejected = parse_rejects + contract_rejects
     return CleanResult(
@@ -637,14 +642,15 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     )
 
 
-def _write_rejected(con, staging: Path) -> Path | None:
+def _write_rejected(con, staging: Path, spec: OutputSpec) -> Path | None:
     n = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
     if not n:
         return None
     out = staging / "rejected.parquet"
+    ids = spec.ids_option([c for c, _ in REJECTED_SCHEMA], rejected=True)
     con.execute(
-        f"COPY (SELECT * FROM rejected ORDER BY line) TO {_lit(str(out))} "
-        f"(FORMAT parquet, COMPRESSION {PARQUET_CODEC})"
+        f"COPY (SELECT *{spec.constant_sql()} FROM rejected ORDER BY line) TO {_lit(str(out))} "
+        f"(FORMAT parquet, COMPRESSION {PARQUET_CODEC}{ids})"
     )
     return out
 
@@ -655,7 +661,7 @@ def _short(e: Exception) -> str:
 
 
 def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source_key: str,
-                      compression: str) -> CleanResult:
+                      compression: str, spec: OutputSpec) -> CleanResult:
     """JSON Lines and Parquet: read values loosely, then type each with try_cast.
 
     A value that does not convert rejects its row with the column and the value; an
@@ -729,16 +735,20 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
         raise CleanError(f"cannot read the file as {fmt.type}: {_short(e)}") from None
     col_list = ", ".join(_q(c.name) for c in contract.columns)
     pass_dir = staging / "pass1"
-    partition = f", PARTITION_BY ({_q(contract.partition_column)}), OVERWRITE_OR_IGNORE" \
+    partition = f", PARTITION_BY ({_q(PARTITION_ALIAS)}), OVERWRITE_OR_IGNORE" \
         if contract.partition_column else ""
+    alias = f", {_q(contract.partition_column)} AS {_q(PARTITION_ALIAS)}" \
+        if contract.partition_column else ""
+    ids = spec.ids_option([c.name for c in contract.columns])
     target = pass_dir / "_ok=true"
     target.mkdir(parents=True, exist_ok=True)
     good = con.execute("SELECT count(*) FROM staged WHERE _reason IS NULL").fetchone()[0]
     if good:
         dest = target if contract.partition_column else target / "part_0.parquet"
         con.execute(
-            f"COPY (SELECT {col_list} FROM staged WHERE _reason IS NULL) TO {_lit(str(dest))} "
-            f"(FORMAT parquet, COMPRESSION {PARQUET_CODEC}{partition})"
+            f"COPY (SELECT {col_list}{alias}{spec.constant_sql()} FROM staged "
+            f"WHERE _reason IS NULL) TO {_lit(str(dest))} "
+            f"(FORMAT parquet, COMPRESSION {PARQUET_CODEC}{partition}{ids})"
         )
     con.execute(
         "CREATE TEMP TABLE rejected AS SELECT "
@@ -754,9 +764,9 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
             f"INSERT INTO rejected SELECT {_lit(source_key)}, line, "
             "CAST(error_type AS VARCHAR), NULL, error_message, csv_line FROM reject_errors"
         )
-    files = _collect_ok(pass_dir)
+    files = _collect_ok(pass_dir, contract.partition_column)
     n_rejected = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
-    rejected_file = _write_rejected(con, staging)
+    rejected_file = _write_rejected(con, staging, spec)
     rows_written = sum(f.rows for f in files)
     return CleanResult(
         rows_in=rows_written + n_rejected, rows_written=rows_written, rows_rejected=n_rejected,

@@ -193,3 +193,29 @@ def test_file_replaced_after_the_sensor_saw_it_is_skipped_not_misrecorded(data_d
     rec = st.latest_record(LocalStorage().lake(), "orders", "f.csv")
     assert rec.content_hash == "sha256:" + digest(data_dir / "raw" / "orders" / "f.csv")
     assert q("SELECT count(*) FROM orders") == [(5,)]
+
+
+def test_rows_dropped_silently_by_the_engine_fail_reconciliation_and_stay_out(
+        data_dir, instance, monkeypatch):
+    """The reconciliation counts the raw file's records independently: if the engine loses a
+    row without rejecting it, the check fails and the file is not committed."""
+    import data_platform.assets.clean as clean_mod
+    import pyarrow.parquet as pq
+
+    real = clean_mod.clean_file
+
+    def lossy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        f = result.files[0]
+        table = pq.read_table(f.path)
+        pq.write_table(table.slice(1), f.path)  # one row vanishes, nothing is rejected
+        return result
+
+    monkeypatch.setattr(clean_mod, "clean_file", lossy)
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 6)))
+    r = run_ingest(build_definitions(), instance, "orders", ["a.csv"])
+    assert not r.success
+    check = check_results(r)[("cleaned/orders", "rows_reconcile")]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "5 records but 4 were staged" in str(check.metadata["failed"].value)
+    assert not instance.get_materialized_partitions(dg.AssetKey(["table", "orders"]))

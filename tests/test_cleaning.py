@@ -14,7 +14,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_platform.cleaning import CleanError, clean_file
+from data_platform.cleaning import REJECTED_SCHEMA, CleanError, clean_file
 from data_platform.contracts import load_contracts, parse_contract
 
 UTC = dt.timezone.utc
@@ -257,7 +257,9 @@ def test_partition_column_writes_hive_subdirectories(tmp_path):
     _accounted(result, 4)
     by_subdir = {}
     for f in result.files:
-        assert f.path.parent.name == f.subdir
+        # The partition column stays inside each file (Iceberg reads it from there).
+        day = set(pq.read_table(f.path, columns=["day"])["day"].to_pylist())
+        assert f.subdir == f"day={day.pop().isoformat()}" and not day
         by_subdir.setdefault(f.subdir, []).extend(
             r["id"] for r in pq.read_table(f.path).to_pylist())
         assert f.rows == pq.read_metadata(f.path).num_rows
@@ -293,9 +295,11 @@ def test_shipped_orders_contract(tmp_path):
     ]
     assert _rows(result, "order_id") == [
         {"order_id": 1, "customer": "Ann", "amount": Decimal("19.99"), "currency": "EUR",
-         "ordered_at": dt.datetime(2024, 3, 1, 8, 30, tzinfo=UTC), "is_gift": True},
+         "ordered_at": dt.datetime(2024, 3, 1, 8, 30, tzinfo=UTC),
+         "order_date": dt.date(2024, 3, 1), "is_gift": True},
         {"order_id": 2, "customer": "Bob", "amount": Decimal("5.00"), "currency": "USD",
-         "ordered_at": dt.datetime(2024, 3, 2, 12, tzinfo=UTC), "is_gift": False},
+         "ordered_at": dt.datetime(2024, 3, 2, 12, tzinfo=UTC),
+         "order_date": dt.date(2024, 3, 2), "is_gift": False},
     ]
     assert [(r["line"], r["error_type"], r["column_name"]) for r in _rejected(result)] == [
         (4, "NOT NULL", "customer"), (5, "CAST", "order_id"),
@@ -671,3 +675,30 @@ def test_jsonl_decimal_with_too_many_places_is_rejected(tmp_path):
     result = clean_file(src, contract, tmp_path / "stage", source_key="d/d.jsonl")
     assert (result.rows_written, result.rows_rejected) == (1, 1)
     assert pq.read_table(result.rejected_file).to_pylist()[0]["line"] == 2
+
+
+def test_field_ids_and_lineage_constants_are_written_by_the_copy_itself(tmp_path):
+    contract = parse_contract({
+        "name": "t",
+        "columns": [{"name": "id", "type": "int", "nullable": False},
+                    {"name": "day", "type": "date", "nullable": False}],
+        "partition_column": "day",
+    })
+    src = tmp_path / "a b*.csv"
+    src.write_text("id,day\n1,2024-01-01\n2,2024-01-02\nx,2024-01-01\n")
+    ids = {"id": 1, "day": 2, "_source_key": 3, "_source_version": 4}
+    rejected_ids = {c: i for i, (c, _) in enumerate(REJECTED_SCHEMA, start=1)}
+    rejected_ids.update(_source_key=7, _source_version=8)
+    constants = {"_source_key": ("VARCHAR", "a b*.csv'; --"), "_source_version": ("BIGINT", 7)}
+    result = clean_file(src, contract, tmp_path / "out", source_key="t/a b*.csv",
+                        field_ids=ids, rejected_field_ids=rejected_ids, constants=constants)
+    for f in result.files + [type(result.files[0])(result.rejected_file, "", 1)]:
+        schema = pq.read_schema(f.path)
+        got = {fld.name: int(fld.metadata[b"PARQUET:field_id"]) for fld in schema}
+        assert got == (rejected_ids if f.path == result.rejected_file else ids)
+        table = pq.read_table(f.path)
+        assert set(table["_source_key"].to_pylist()) == {"a b*.csv'; --"}
+        assert set(table["_source_version"].to_pylist()) == {7}
+    with pytest.raises(ValueError, match="no Parquet field id"):
+        clean_file(src, contract, tmp_path / "out2", source_key="t/a.csv",
+                   field_ids={"id": 1, "day": 2}, constants=constants)
