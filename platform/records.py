@@ -22,61 +22,86 @@ CHUNK = 16 << 20
 
 def source_records(path: Path, contract: Contract, compression: str) -> int:
     """Return the number of records in the raw file at `path`."""
-    fmt = contract.format
-    if fmt.type == "parquet":
+    counter = counter_for(contract)
+    if counter is None:
         return pq.ParquetFile(path).metadata.num_rows
     opener = gzip.open if compression == "gzip" else open
     with opener(path, "rb") as f:
-        if fmt.type == "jsonl":
-            return _count_lines(f, quote=None, escape=None)
-        n = _count_lines(f, quote=fmt.quote.encode(fmt.encoding, "replace"),
-                         escape=None if fmt.escape == fmt.quote
-                         else fmt.escape.encode(fmt.encoding, "replace"))
-    return max(0, n - 1) if fmt.header else n
+        while chunk := f.read(CHUNK):
+            counter.update(chunk)
+    return records_from_counter(counter, contract)
 
 
-def _count_lines(stream, *, quote: bytes | None, escape: bytes | None) -> int:
-    """Non-blank records, where a newline inside an open quote does not end a record.
+class RecordCounter:
+    """Counts records of bytes fed in order (`update`), like a hashlib object; `result()`.
 
     A record is counted at the line it starts on: a line that starts outside quotes and is not
     blank. Whole chunks are classified at once with numpy (newline and quote positions, quote
     parity before each newline); an escape character other than the quote falls back to a
     line-by-line walk.
     """
-    records, in_quote, carry = 0, False, b""
-    q = quote[0] if quote else None
-    while True:
-        chunk = stream.read(CHUNK)
-        if not chunk:
-            break
-        data = carry + chunk
+
+    def __init__(self, *, quote: bytes | None, escape: bytes | None):
+        self.quote, self.escape = quote, escape
+        self.q = quote[0] if quote else None
+        self.records, self.in_quote, self.carry = 0, False, b""
+
+    def update(self, chunk: bytes) -> None:
+        data = self.carry + chunk if self.carry else chunk
         cut = data.rfind(b"\n")
         if cut < 0:
-            carry = data
-            continue
-        block, carry = data[:cut + 1], data[cut + 1:]
-        if escape is not None and quote is not None and quote in block:
-            n, in_quote = _walk(block, quote, escape, in_quote)
-            records += n
-            continue
+            self.carry = bytes(data)
+            return
+        block, self.carry = data[:cut + 1], bytes(data[cut + 1:])
+        if self.escape is not None and self.quote is not None and self.quote in block:
+            n, self.in_quote = _walk(block, self.quote, self.escape, self.in_quote)
+            self.records += n
+            return
         a = np.frombuffer(block, np.uint8)
         nl = np.flatnonzero(a == 10)
         starts = np.empty_like(nl)
         starts[0], starts[1:] = 0, nl[:-1] + 1
         length = nl - starts
         blank = (length == 0) | ((length == 1) & (a[np.minimum(starts, len(a) - 1)] == 13))
-        if q is None or not (a == q).any():
-            start_outside = np.full(len(nl), not in_quote)
+        if self.q is None or self.quote not in block:
+            start_outside = np.full(len(nl), not self.in_quote)
         else:
-            quotes = np.flatnonzero(a == q)
-            open_after = ((np.searchsorted(quotes, nl) + in_quote) & 1).astype(bool)
+            quotes = np.flatnonzero(a == self.q)
+            open_after = ((np.searchsorted(quotes, nl) + self.in_quote) & 1).astype(bool)
             start_outside = np.empty(len(nl), bool)
-            start_outside[0], start_outside[1:] = not in_quote, ~open_after[:-1]
-            in_quote = bool(open_after[-1])
-        records += int(np.count_nonzero(start_outside & ~blank))
-    if carry.strip(b"\r") and not in_quote:
-        records += 1  # a last line without a newline
-    return records
+            start_outside[0], start_outside[1:] = not self.in_quote, ~open_after[:-1]
+            self.in_quote = bool(open_after[-1])
+        self.records += int(np.count_nonzero(start_outside & ~blank))
+
+    def result(self) -> int:
+        tail = 1 if self.carry.strip(b"\r") and not self.in_quote else 0  # no final newline
+        return self.records + tail
+
+
+def counter_for(contract: Contract) -> RecordCounter | None:
+    """A counter for raw bytes of this contract's format (None for Parquet)."""
+    fmt = contract.format
+    if fmt.type == "parquet":
+        return None
+    if fmt.type == "jsonl":
+        return RecordCounter(quote=None, escape=None)
+    return RecordCounter(quote=fmt.quote.encode(fmt.encoding, "replace"),
+                         escape=None if fmt.escape == fmt.quote
+                         else fmt.escape.encode(fmt.encoding, "replace"))
+
+
+def records_from_counter(counter: RecordCounter, contract: Contract) -> int:
+    """The record count of a fed counter, the header excluded."""
+    n = counter.result()
+    return max(0, n - 1) if contract.format.type == "csv" and contract.format.header else n
+
+
+def _count_lines(stream, *, quote: bytes | None, escape: bytes | None) -> int:
+    """Records of a whole stream (see RecordCounter)."""
+    counter = RecordCounter(quote=quote, escape=escape)
+    while chunk := stream.read(CHUNK):
+        counter.update(chunk)
+    return counter.result()
 
 
 def _walk(block: bytes, quote: bytes, escape: bytes, in_quote: bool) -> tuple[int, bool]:

@@ -18,8 +18,9 @@ from typing import Any
 import dagster as dg
 
 from .. import staging as st
-from ..cleaning import CleanError, clean_file, infer_columns
+from ..cleaning import CleanError, _compression, clean_file, infer_columns
 from ..contracts import EXTENSIONS, Column, Contract
+from ..records import counter_for, records_from_counter
 from ..resources.catalog import CatalogResource
 from ..resources.scratch import ScratchResource
 from ..resources.storage import ObjectStore, StorageResource, VersionChanged
@@ -77,6 +78,17 @@ def local_name(contract: Contract, key: str) -> str | None:
     return None
 
 
+class _Tee:
+    """Feeds every copied chunk to a hash and (optionally) a record counter."""
+
+    def __init__(self, *sinks):
+        self.sinks = [s for s in sinks if s is not None]
+
+    def update(self, chunk: bytes) -> None:
+        for sink in self.sinks:
+            sink.update(chunk)
+
+
 class Stager:
     """Stages the raw files of one run of one dataset."""
 
@@ -125,9 +137,13 @@ class Stager:
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
             local = work / name
             hasher = hashlib.sha256()
+            # The raw records are counted in the same pass (uncompressed text only; the
+            # engine counts the rest itself), independently of the parse that cleans them.
+            counter = counter_for(self.contract) \
+                if _compression(local, self.contract) == "none" else None
             try:
                 info = self.raw.fetch(rk, local, signature=wanted.signature if wanted else None,
-                                      hasher=hasher)
+                                      hasher=_Tee(hasher, counter))
             except VersionChanged as e:
                 record.status, record.reason = st.SUPERSEDED, str(e)
                 return self._save(record)
@@ -148,7 +164,9 @@ class Stager:
                                     field_ids=field_ids(data_table.schema()),
                                     rejected_field_ids=field_ids(rejected_table.schema()),
                                     constants={SOURCE_KEY: ("VARCHAR", key),
-                                               SOURCE_VERSION: ("BIGINT", version)})
+                                               SOURCE_VERSION: ("BIGINT", version)},
+                                    source_records=records_from_counter(counter, eff)
+                                    if counter else None)
             except (CleanError, UnicodeError) as e:
                 record.reason = f"{type(e).__name__}: {e}"
                 return self._save(record)

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from ..contracts import EXTENSIONS, Column, Contract, contract_type_from_duckdb, normalize_names
-from ..records import source_records
+from ..records import source_records as count_records
 from ..sql import quote_literal as _lit
 from .base import (
     PARQUET_CODEC,
@@ -97,6 +97,7 @@ def clean_file(
     field_ids: dict[str, int] | None = None,
     rejected_field_ids: dict[str, int] | None = None,
     constants: dict[str, tuple[str, Any]] | None = None,
+    source_records: int | None = None,
 ) -> CleanResult:
     """Parse `path` per `contract` into staged Parquet under `staging`.
 
@@ -121,8 +122,10 @@ def clean_file(
         # threads with room to spare (measured: ~690 MB peak RSS on 1.1 GB, flat with size).
         memory_limit = f"{max(768, 384 * (threads or os.cpu_count() or 2))}MB"
     # The raw file's records are counted by an independent scan, concurrently with the parse.
+    # (A caller that counted them while copying the file passes `source_records` instead.)
     counter = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    counted = counter.submit(source_records, path, contract, compression)
+    counted = counter.submit(count_records, path, contract, compression) \
+        if source_records is None else None
     con = _connect(staging, memory_limit=memory_limit, threads=threads)
     try:
         # Timestamps written without an offset are read in the contract's zone.
@@ -138,7 +141,7 @@ def clean_file(
         counter.shutdown(wait=True)
     result.bytes_in = bytes_in
     try:
-        result.source_records = counted.result()
+        result.source_records = counted.result() if counted else source_records
     except Exception:  # noqa: BLE001 - uncounted fails the reconciliation audit, loudly
         result.source_records = None
     result.seconds = time.perf_counter() - t0
