@@ -9,6 +9,7 @@ checks, and fail the file's partition at commit.
 """
 
 
+import concurrent.futures
 import hashlib
 import json
 import time
@@ -78,6 +79,13 @@ def local_name(contract: Contract, key: str) -> str | None:
     return None
 
 
+def _sha256_file(path, hasher):
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            hasher.update(chunk)
+    return hasher
+
+
 class _Tee:
     """Feeds every copied chunk to a hash and (optionally) a record counter."""
 
@@ -101,6 +109,7 @@ class Stager:
         self.tables = None
         self._snapshot_table = None
         self.run_id = context.run.run_id
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.fallback_version = int(context.instance.get_run_record_by_id(
             self.run_id).create_timestamp.timestamp() * 1e9) if context.instance else time.time_ns()
 
@@ -136,14 +145,17 @@ class Stager:
             return self._save(record)
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
             local = work / name
+            # The hash (and the independent record count) are of exactly the bytes cleaned:
+            # the local copy. A key committed before is hashed while it is copied, so an
+            # identical re-upload is skipped before any cleaning; a new key is hashed while
+            # the engine cleans the copy (and the engine counts its records itself).
+            known = st.read_ledger(self.lake, ds, key) is not None
             hasher = hashlib.sha256()
-            # The raw records are counted in the same pass (uncompressed text only; the
-            # engine counts the rest itself), independently of the parse that cleans them.
             counter = counter_for(self.contract) \
-                if _compression(local, self.contract) == "none" else None
+                if known and _compression(local, self.contract) == "none" else None
             try:
                 info = self.raw.fetch(rk, local, signature=wanted.signature if wanted else None,
-                                      hasher=_Tee(hasher, counter))
+                                      hasher=_Tee(hasher, counter) if known else None)
             except VersionChanged as e:
                 record.status, record.reason = st.SUPERSEDED, str(e)
                 return self._save(record)
@@ -151,8 +163,9 @@ class Stager:
                 record.reason = f"raw/{rk} no longer exists"
                 return self._save(record)
             record.signature = info.signature
-            record.content_hash = "sha256:" + hasher.hexdigest()  # of exactly the bytes cleaned
-            if self._unchanged(key, record.content_hash):
+            hashing = None if known else self.pool.submit(_sha256_file, local, hasher)
+            record.content_hash = "sha256:" + hasher.hexdigest() if known else None
+            if known and self._unchanged(key, record.content_hash):
                 record.status = st.UNCHANGED
                 record.reason = "same content as the committed version"
                 return self._save(record)
@@ -168,8 +181,12 @@ class Stager:
                                     source_records=records_from_counter(counter, eff)
                                     if counter else None)
             except (CleanError, UnicodeError) as e:
+                if hashing is not None:
+                    record.content_hash = "sha256:" + hashing.result().hexdigest()
                 record.reason = f"{type(e).__name__}: {e}"
                 return self._save(record)
+            if hashing is not None:
+                record.content_hash = "sha256:" + hashing.result().hexdigest()
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):
                 k = f"{staging_prefix(self.catalog.namespace, ds, f.subdir)}/{tag}-{i}.parquet"
