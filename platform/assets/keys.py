@@ -25,81 +25,116 @@ SAMPLE = 5
 MEMORY_LIMIT = "384MB"  # the key columns spill to a temp folder beyond this
 
 
-def _load(con, name: str, table: Table, paths: list[str], columns: list[str]) -> int:
-    """Load the key columns of `paths` into DuckDB table `name` (spilling past its memory
-    limit), one file at a time; returns the row count."""
-    cols = ", ".join(_q(c) for c in columns)
+def _load(con, name: str, table: Table, files: list[tuple[str, str]], pk: tuple[str, ...]
+          ) -> tuple[int, list[str]]:
+    """Load the key columns of `files` ([(path, raw key)]) into DuckDB table `name`, file by
+    file (spilling past the memory limit), tagging each row with a small file number instead
+    of its raw key (a string per row would cost more than the keys). Returns (rows, the raw
+    key of each file number)."""
+    cols = ", ".join(_q(c) for c in pk)
+    owners: list[str] = []
     created = False
-    for p in paths:
-        local = p[len("file://"):] if p.startswith("file://") else p
+    for path, owner in files:
+        local = path[len("file://"):] if path.startswith("file://") else path
         if "://" not in local:  # a local file: DuckDB streams it itself
             source = f"read_parquet({_lit(local)})"
-        else:  # remote: one file's key columns through pyarrow (a dictionary for the key)
-            with table.io.new_input(p).open() as stream:
-                part = pq.read_table(stream, columns=columns, read_dictionary=[SOURCE_KEY])
-            con.register("_part", part)
+        else:  # remote: one file's key columns through pyarrow
+            with table.io.new_input(path).open() as stream:
+                con.register("_part", pq.read_table(stream, columns=list(pk)))
             source = "_part"
-        verb = "INSERT INTO" if created else "CREATE TEMP TABLE"
-        select = f"SELECT {cols} FROM {source}"
-        con.execute(f"{verb} {name} {select}" if created else f"{verb} {name} AS {select}")
+        select = f"SELECT {cols}, {len(owners)}::INTEGER AS _f FROM {source}"
+        con.execute(f"INSERT INTO {name} {select}" if created
+                    else f"CREATE TEMP TABLE {name} AS {select}")
+        owners.append(owner)
         created = True
         if source == "_part":
             con.unregister("_part")
     if not created:
-        con.execute(f"CREATE TEMP TABLE {name} AS SELECT " + ", ".join(
-            f"NULL::VARCHAR AS {_q(c)}" for c in columns) + " WHERE false")
-    return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        return 0, owners
+    return con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0], owners
 
 
 def primary_key_conflicts(table: Table, go: list[StagedVersion], *, replaced: set[str],
                           pk: tuple[str, ...]) -> tuple[dict[str, str], dict]:
-    """Return ({raw key: reason} for files that would break the key, metadata)."""
-    cols = list(pk) + [SOURCE_KEY]
+    """Return ({raw key: reason} for files that would break the key, metadata).
+
+    One pass counts null and duplicate keys; only when there are any do the (costlier) queries
+    that name the files run.
+    """
     keys = ", ".join(_q(c) for c in pk)
+    tuple_ = f"({keys})" if len(pk) > 1 else keys
     any_null = " OR ".join(f"{_q(c)} IS NULL" for c in pk)
-    src = _q(SOURCE_KEY)
+    nulls, dups, clash = [], [], []
     with tempfile.TemporaryDirectory(prefix="pk-") as tmp:
         con = duckdb.connect()
         try:
             con.execute(f"SET memory_limit='{MEMORY_LIMIT}'")
             con.execute(f"SET temp_directory={_lit(tmp)}")
-            n_new = _load(con, "new_rows", table, [p for s in go for p in s.files], cols)
+            n_new, new_owner = _load(con, "new_rows", table,
+                                     [(p, s.key) for s in go for p in s.files], pk)
             if n_new == 0:
                 return {}, {"new_rows": 0}
-            lo, hi = con.execute(f"SELECT min({_q(pk[0])}), max({_q(pk[0])}) "
-                                 "FROM new_rows").fetchone()
-            old_paths = []
+            lo, hi, n_null, n_dup = con.execute(
+                f"SELECT min({_q(pk[0])}), max({_q(pk[0])}), count(*) FILTER ({any_null}), "
+                f"count(*) FILTER (NOT ({any_null})) - count(DISTINCT {tuple_}) "
+                f"FILTER (NOT ({any_null})) FROM new_rows").fetchall()[0]
+            # Committed rows whose key range overlaps, minus the rows this commit replaces.
+            old_files = []
             if table.current_snapshot() is not None and lo is not None:
                 scan = table.scan(row_filter=And(GreaterThanOrEqual(pk[0], lo),
-                                                 LessThanOrEqual(pk[0], hi)))
-                old_paths = [t.file.file_path for t in scan.plan_files()]
-            n_old = _load(con, "old_rows", table, old_paths, cols)
-            if replaced and n_old:
-                con.execute(f"DELETE FROM old_rows WHERE {src} IN (SELECT unnest(?))",
-                            [sorted(replaced)])
-            nulls = con.execute(f"SELECT {src}, count(*) FROM new_rows WHERE {any_null} "
-                                "GROUP BY ALL").fetchall()
-            dups = con.execute(
-                f"SELECT {keys}, list(DISTINCT {src}), count(*) FROM new_rows "
-                f"WHERE NOT ({any_null}) GROUP BY ALL HAVING count(*) > 1 "
-                f"ORDER BY count(*) DESC LIMIT 1000").fetchall()
-            clash = con.execute(
-                f"SELECT n.{src}, count(*), any_value(o.{src}) FROM new_rows n "
-                f"JOIN old_rows o USING ({keys}) GROUP BY ALL").fetchall() if n_old else []
+                                                 LessThanOrEqual(pk[0], hi)),
+                                  selected_fields=(*pk, SOURCE_KEY))
+                old_files = [t.file.file_path for t in scan.plan_files()]
+            old_keys = _old_rows(con, table, old_files, pk, replaced)
+            if n_null:
+                nulls = [(new_owner[f], n) for f, n in con.execute(
+                    f"SELECT _f, count(*) FROM new_rows WHERE {any_null} GROUP BY ALL")
+                    .fetchall()]
+            if n_dup:
+                dups = [(row[:len(pk)], sorted({new_owner[f] for f in row[len(pk)]}), row[-1])
+                        for row in con.execute(
+                    f"SELECT {keys}, list(DISTINCT _f), count(*) FROM new_rows "
+                    f"WHERE NOT ({any_null}) GROUP BY ALL HAVING count(*) > 1 "
+                    f"ORDER BY count(*) DESC LIMIT 1000").fetchall()]
+            if old_keys:
+                clash = [(new_owner[f], n, old) for f, n, old in con.execute(
+                    f"SELECT n._f, count(*), any_value(o.{_q(SOURCE_KEY)}) FROM new_rows n "
+                    f"JOIN old_rows o USING ({keys}) GROUP BY ALL").fetchall()]
         finally:
             con.close()
     refused: dict[str, list[str]] = {}
     for key, n in nulls:
         refused.setdefault(key, []).append(f"{n} row(s) with a null key")
-    for row in dups:
-        for key in row[len(pk)]:
-            others = [k for k in row[len(pk)] if k != key]
+    for values, owners, n in dups:
+        for key in owners:
+            others = [k for k in owners if k != key]
             where = f"also in {others[:3]}" if others else "within the file"
             refused.setdefault(key, []).append(
-                f"key {list(map(str, row[:len(pk)]))} appears {row[-1]} times ({where})")
+                f"key {list(map(str, values))} appears {n} times ({where})")
     for key, n, other in clash:
         refused.setdefault(key, []).append(f"{n} key(s) already committed from {other!r}")
-    meta = {"new_rows": n_new, "committed_rows_compared": n_old,
-            "committed_files_read": len(old_paths), "null_keys": sum(n for _, n in nulls),
-            "duplicate_keys": len(dups) + sum(n for _, n, _ in clash)}
+    meta = {"new_rows": n_new, "committed_rows_compared": old_keys,
+            "committed_files_read": len(old_files), "null_keys": int(n_null),
+            "duplicate_keys": int(n_dup) + sum(n for _, n, _ in clash)}
     return {k: "; ".join(v[:SAMPLE]) for k, v in refused.items()}, meta
+
+
+def _old_rows(con, table: Table, paths: list[str], pk: tuple[str, ...],
+              replaced: set[str]) -> int:
+    """Load committed key columns (and their raw key) of `paths` into `old_rows`, without the
+    rows of `replaced` keys; returns how many remain."""
+    cols = [*pk, SOURCE_KEY]
+    created = False
+    for path in paths:
+        with table.io.new_input(path).open() as stream:
+            part = pq.read_table(stream, columns=cols, read_dictionary=[SOURCE_KEY])
+        con.register("_part", part)
+        select = ("SELECT " + ", ".join(_q(c) for c in cols) + " FROM _part WHERE "
+                  f"{_q(SOURCE_KEY)} NOT IN (SELECT unnest(?::VARCHAR[]))")
+        con.execute(f"INSERT INTO old_rows {select}" if created
+                    else f"CREATE TEMP TABLE old_rows AS {select}", [sorted(replaced)])
+        con.unregister("_part")
+        created = True
+    if not created:
+        return 0
+    return con.execute("SELECT count(*) FROM old_rows").fetchall()[0][0]
