@@ -702,3 +702,27 @@ def test_field_ids_and_lineage_constants_are_written_by_the_copy_itself(tmp_path
     with pytest.raises(ValueError, match="no Parquet field id"):
         clean_file(src, contract, tmp_path / "out2", source_key="t/a.csv",
                    field_ids={"id": 1, "day": 2}, constants=constants)
+
+
+def test_a_file_whose_every_row_is_rejected_streams_its_rejects(tmp_path):
+    """A systematic type error rejects every row: the platform streams the rejects to Parquet
+    in batches (never a Python list of them) with exact physical line numbers, through quoted
+    newlines. (DuckDB's own reject store still grows with the rejects: see the README.)"""
+    contract = parse_contract({
+        "name": "t",
+        "columns": [{"name": "id", "type": "int", "nullable": False},
+                    {"name": "note", "type": "string", "nullable": False}],
+    })
+    n = 300_000
+    body = "".join(f"x{i},n{i}\n" if i % 1000 else f'x{i},"two\nlines"\n' for i in range(n))
+    src = tmp_path / "bad.csv"
+    src.write_text("id,note\n" + body)
+    result = clean_file(src, contract, tmp_path / "out", source_key="t/bad.csv",
+                        memory_limit="128MB")
+    assert (result.rows_written, result.rows_rejected, result.source_records) == (0, n, n)
+    lines = pq.read_table(result.rejected_file, columns=["line", "error_type"])
+    assert lines.num_rows == n and set(lines["error_type"].to_pylist()) == {"CAST"}
+    got = lines["line"].to_pylist()
+    # Row i starts on line 2 + i + (two-line rows before it: rows 0, 1000, 2000, ...).
+    assert [got[i] for i in (0, 1, 999, 1000, 1001, n - 1)] == [
+        2 + i + (i + 999) // 1000 for i in (0, 1, 999, 1000, 1001, n - 1)]

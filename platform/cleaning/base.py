@@ -187,14 +187,22 @@ def _collect_ok(pass_dir: Path, partition_column: str | None) -> list[StagedFile
     return files
 
 
-def _write_rejected(con, staging: Path, spec: OutputSpec) -> Path | None:
-    n = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
-    if not n:
-        return None
+def _write_rejected(con, staging: Path, spec: OutputSpec,
+                    parts: list[Path] | None = None) -> Path | None:
+    """Write the staged rejected file from the `rejected` table, or from the Parquet `parts`
+    the rejects were streamed to; None when there is no rejected row."""
+    if parts is not None:
+        if not parts:
+            return None
+        source = "read_parquet([" + ", ".join(_lit(str(p)) for p in parts) + "])"
+    else:
+        source = "rejected"
+        if not con.execute("SELECT count(*) FROM rejected").fetchall()[0][0]:
+            return None
     out = staging / "rejected.parquet"
     ids = spec.ids_option([c for c, _ in REJECTED_SCHEMA], rejected=True)
     con.execute(
-        f"COPY (SELECT *{spec.constant_sql()} FROM rejected ORDER BY line) TO {_lit(str(out))} "
+        f"COPY (SELECT *{spec.constant_sql()} FROM {source} ORDER BY line) TO {_lit(str(out))} "
         f"(FORMAT parquet, COMPRESSION {PARQUET_CODEC}{ids})"
     )
     return out

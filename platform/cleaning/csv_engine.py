@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 from pathlib import Path
 
 import duckdb
@@ -27,7 +28,13 @@ from .base import (
     _wide_decimal,
     _write_rejected,
 )
-from .lines import _parse_rejects, _record_start_lines
+from .lines import (
+    RejectWriter,
+    _batches,
+    record_start_lines,
+    reject_lines,
+    write_parse_rejects,
+)
 
 
 def _read_header(path: Path, contract: Contract, compression: str) -> list[str]:
@@ -216,16 +223,13 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     contract_rejects = sum(_footer_rows(p) for p in bad_root.rglob("*.parquet")) \
         if bad_root.exists() else 0
 
-    con.execute(
-        "CREATE TEMP TABLE rejected (source_key VARCHAR, line BIGINT, error_type VARCHAR, "
-        "column_name VARCHAR, reason VARCHAR, raw VARCHAR)"
-    )
-    parse_rows = _parse_rejects(con, path, compression, contract, source_key,
-                                list(duck_cols), set(enforced))
-    if parse_rows:
-        con.executemany("INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?)", parse_rows)
-    parse_reject_lines = {r[1] for r in parse_rows}
-    parse_rejects = len(parse_rows)
+    # Rejected rows stream from DuckDB to Parquet in batches: the platform holds no more
+    # than a batch of them in memory, however many a file has.
+    parse_file = write_parse_rejects(con, path, compression, contract, source_key,
+                                     list(duck_cols), set(enforced),
+                                     staging / "parse_rejects.parquet")
+    parse_rejects = _footer_rows(parse_file) if parse_file else 0
+    parts = [parse_file] if parse_file else []
 
     # Rows breaking a row rule are located by a second scan that numbers the parsed records and
     # a walk of the file that maps record numbers to lines; both run only when there are any.
@@ -233,25 +237,26 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         con.execute("SET preserve_insertion_order=true")
         reader2 = reader.replace("rejects_table='reject_errors', rejects_scan='reject_scans'",
                                  "rejects_table='reject_errors2', rejects_scan='reject_scans2'")
-        rows = con.execute(
+        rows = (row for batch in _batches(con, (
             f"SELECT _record, _types, _columns, _reason, _raw FROM (SELECT "
             f"row_number() OVER () AS _record, ({_ok_expr(rules)}) AS _ok, "
             f"{_concat_when(rules, lambda c, r, t: _lit(t))} AS _types, "
             f"{_concat_when(rules, lambda c, r, t: _lit(c))} AS _columns, "
             f"{_concat_when(rules, lambda c, r, t: r)} AS _reason, "
             f"CAST(to_json(struct_pack({raw_cols})) AS VARCHAR) AS _raw "
-            f"FROM {reader2}) WHERE NOT _ok"
-        ).fetchall()
-        starts = _record_start_lines(path, compression, contract, {r[0] for r in rows},
-                                     parse_reject_lines)
-        out = [
-            (source_key, starts.get(record), ", ".join(dict.fromkeys(types.split("; "))),
-             ", ".join(dict.fromkeys(columns.split("; "))), reason, raw)
-            for record, types, columns, reason, raw in rows
-        ]
-        con.executemany("INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?)", out)
+            f"FROM {reader2}) WHERE NOT _ok ORDER BY _record")) for row in batch)
+        for_lines, for_data = itertools.tee(rows)
+        starts = record_start_lines(path, compression, contract, (r[0] for r in for_lines),
+                                    reject_lines(parse_file))
+        writer = RejectWriter(staging / "contract_rejects.parquet")
+        for (_, start), (_, types, columns, reason, raw) in zip(starts, for_data):
+            writer.add((source_key, start, ", ".join(dict.fromkeys(types.split("; "))),
+                        ", ".join(dict.fromkeys(columns.split("; "))), reason, raw))
+        contract_file = writer.close()
+        if contract_file:
+            parts.append(contract_file)
 
-    rejected_file = _write_rejected(con, staging, spec)
+    rejected_file = _write_rejected(con, staging, spec, parts=parts)
     rows_written = sum(f.rows for f in files)
     rows_rejected = parse_rejects + contract_rejects
     return CleanResult(
