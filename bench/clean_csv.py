@@ -1,53 +1,36 @@
-"""Benchmark: the CSV cleaning core (`data_platform.cleaning.clean_file`) against a naive pandas script.
+"""Benchmark: the cleaning core and the publish path against pandas and bare engines.
 
 Run by hand, not by pytest:
 
     make bench                                   # = .venv/bin/python bench/clean_csv.py
-    .venv/bin/python bench/clean_csv.py --size-mb 50            # quick smoke run
+    .venv/bin/python bench/clean_csv.py --quick                 # 50 MB smoke run
     .venv/bin/python bench/clean_csv.py --partitioned --repeat 2 --workdir /some/scratch
+    pip install -e '.[bench]'                    # adds polars as a peer (skipped without it)
 
 What it does
 ------------
-1. Generates (or reuses, keyed by size, seed and malformed-row rate) a CSV of `--size-mb` MiB
-   (default 1100 MiB, i.e. > 1 GB) in `--workdir` (default: `clean_csv_bench` in the system temp
-   dir). Columns: ints, floats, timestamps with mixed UTC offsets (`Z`, `+05:30`, `-08:00`...),
-   a date, strings with nulls written both as empty fields and as `NA`, and some quoted strings
-   with embedded commas. About one row in `--bad-every` (100k) is malformed, cycling through:
-   a bad int (`12x`), a bad float (`12.3.4`), an impossible date (`2024-02-30`), too many fields,
-   too few fields, and an empty `id` (a null in the non-nullable column). Generation is vectorized
-   with pyarrow.compute (about 20-40 s per GiB), so it is never the bottleneck.
-2. Reads the file once so both sides run with a warm page cache (the file fits in RAM; cold-cache
-   numbers would mostly measure the disk).
-3. Runs each side in its own child process (this script with `--side ...`), so their memory
-   never mixes; peak RSS is the child's `ru_maxrss` as returned by `os.wait4`:
-   - ours:     `clean_file(path, contract, staging, source_key=...)` with a contract declaring
-               every column's type and `id` non-nullable, no partition column (the headline);
-               `--partitioned` also runs it with `partition_column: event_date`.
-   - baseline: `pandas.read_csv(path, on_bad_lines="skip", low_memory=False)` ->
-               `DataFrame.to_parquet(...)`, default C parser and default Parquet engine, no dtype
-               hints. Both options are what the naive script needs to finish at all: rows with
-               too many fields make `read_csv` raise, and with the default low_memory=True the
-               `12x` values leave strings and floats mixed in one column, so `to_parquet` raises
-               ArrowTypeError (the DtypeWarning suggests low_memory=False). It silently pads
-               short rows and keeps the malformed values as strings (whole column typed string).
-               It also parses no timestamps or dates (they stay strings) and writes snappy where
-               clean_file writes zstd: it does less work, which is the point of a naive baseline.
-   The seconds are wall time of the work itself (imports and interpreter start excluded on both
-   sides), CPU s the user+system time of all its threads (less disturbed than wall time by
-   other processes, not immune); with `--repeat N` the fastest run per side counts and the
-   highest peak RSS.
-   A side that raises (e.g. DuckDB out of memory) is reported as FAILED, not retried;
-   if ours fails the speedup is 0.00. `--memory-limit` passes memory_limit to clean_file and
-   `--ours-module` times another module's clean_file (a candidate fix) as ours.
-4. Checks correctness (not timing): ours' `rows_in` must equal the generated row count, its
-   rejected count the number of injected malformed rows (the injected null ids as NOT NULL),
-   and the rejected file must name exactly the injected line numbers. Mismatches print WARNING.
+1. Generates (or reuses) a CSV of `--size-mb` MiB (default 1100) with about one malformed row
+   in `--bad-every` (100k): bad int, bad float, impossible date, too many / too few fields, a
+   null id (see generate.py). The file is read once so every side runs with a warm cache.
+2. Runs each side in its own child process (`--side ...`), so memory never mixes; peak RSS is
+   the child's `ru_maxrss` from `os.wait4`; seconds are the work's wall time (imports
+   excluded), CPU s user+system of all its threads; with `--repeat N` the fastest run counts.
+   - ours: `clean_file` as the platform calls it (the table's field ids, lineage columns).
+   - ours_commit: the real ingest job into a local Iceberg table (copy + hash of the raw bytes,
+     clean, stage, audits, one commit), rows read back from the committed snapshot (peers.py).
+   - duckdb_bare: DuckDB's own `COPY (SELECT * FROM read_csv(<contract types>,
+     store_rejects))`: no line numbers, no row rules, no lineage or field ids.
+   - polars: `scan_csv(schema) -> sink_parquet`; bad values become NULL, rows are kept.
+   - baseline: naive pandas read_csv -> to_parquet (keeps timestamps as strings: context only).
+   - baseline_typed: pandas producing the same typed columns as ours.
+3. Checks correctness: ours' rows_in, rejected count and rejected line numbers must match the
+   injected rows exactly; ours_commit must commit exactly the good rows and the rejects.
 
-Targets: ours >= 3x the baseline's throughput, ours' peak RSS < 1 GiB whatever the file size.
-MB means MiB (2**20 bytes) throughout. The machine is shared: run it when idle, or use --repeat.
-
-The last line of the output is always (a side that could not run prints nan):
-    speedup=<ours MB/s / baseline MB/s, 2 decimals> peak_rss_mb=<ours> baseline_peak_rss_mb=<theirs>
+Targets: ours >= 8x typed pandas; ours >= 0.9x the fastest bare engine; ours with staging and
+commit >= 0.9x clean_file alone; peak RSS of ours < 1 GiB. MB means MiB. The machine is shared:
+compare ratios from one run, or use --repeat. The last line is always (nan for a side that did
+not run):
+    typed_speedup=<x> best_peer_ratio=<x> publish_ratio=<x> peak_rss_mb=<n>
 """
 
 from __future__ import annotations
@@ -62,182 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MIB = 1 << 20
-GEN_VERSION = 1
-CHUNK_ROWS = 500_000
-HEADER = ["id", "customer_id", "quantity", "amount", "score", "created_at", "event_date",
-          "customer_name", "status"]
-# Malformed-row kinds, injected in rotation; all but null_id are parse rejects in DuckDB.
-BAD_KINDS = ("bad_int", "bad_float", "bad_date", "too_many_fields", "too_few_fields", "null_id")
-CONTRACT_KINDS = ("null_id",)
-FIRST_NAMES = ["Anna", "Ben", "Chloé", "David", "Emma", "Farid", "Grace", "Hugo", "Inès", "Jamal",
-               "Kenji", "Lena", "Marco", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Sven",
-               "Tomás", "Uma", "Victor", "Wei", "Xenia", "Yusuf", "Zoë"]
-LAST_NAMES = ["Smith", "Müller", "García", "Rossi", "Dubois", "Kowalski", "Nguyen", "Ivanova",
-              "O'Brien", "Tanaka", "Silva", "Jensen", "Cohen", "Okafor", "Larsen", "Novak"]
-STATUSES = ["new", "paid", "shipped", "delivered", "cancelled", "refunded"]
-OFFSETS = [("Z", 0), ("+00:00", 0), ("+01:00", 60), ("+02:00", 120), ("-05:00", -300),
-           ("-08:00", -480), ("+05:30", 330), ("+09:00", 540)]
-DAYS = 31  # event_date spans one month (31 partitions with --partitioned)
-T0_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
-
-
-def contract_dict(partitioned: bool) -> dict:
-    d = {
-        "name": "bench_orders",
-        "kind": "table",
-        "format": {"type": "csv"},
-        "columns": [
-            {"name": "id", "type": "int", "nullable": False},
-            {"name": "customer_id", "type": "int"},
-            {"name": "quantity", "type": "int"},
-            {"name": "amount", "type": "float"},
-            {"name": "score", "type": "float"},
-            {"name": "created_at", "type": "timestamp"},
-            {"name": "event_date", "type": "date", "nullable": False},
-            {"name": "customer_name", "type": "string"},
-            {"name": "status", "type": "string"},
-        ],
-        "primary_key": ["id"],
-    }
-    if partitioned:
-        d["partition_column"] = "event_date"
-    return d
-
-
-# --------------------------------------------------------------------------- generation
-
-
-def _gen_chunk(seed: int, chunk_no: int, start: int, n: int, bad_every: int, bad_counter: int):
-    """Return (lines StringArray, {row_in_chunk: kind}) for rows start..start+n-1."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    rng = np.random.default_rng([seed, chunk_no])
-    s = pa.string()
-
-    def with_nulls(arr: pa.Array, p_empty: float, p_na: float) -> pa.Array:
-        u = rng.random(n)
-        arr = pc.if_else(pa.array(u < p_empty), "", arr)
-        return pc.if_else(pa.array((u >= p_empty) & (u < p_empty + p_na)), "NA", arr)
-
-    ids = pc.cast(pa.array(np.arange(start + 1, start + n + 1, dtype=np.int64)), s)
-    customer = with_nulls(pc.cast(pa.array(rng.integers(1, 2_000_000, n)), s), 0.01, 0.005)
-    quantity = with_nulls(pc.cast(pa.array(rng.integers(1, 50, n)), s), 0.002, 0.003)
-    amount = with_nulls(pc.cast(pa.array(np.round(rng.gamma(2.0, 40.0, n), 2)), s), 0.01, 0.0)
-    score = with_nulls(pc.cast(pa.array(rng.standard_normal(n)), s), 0.0, 0.01)
-    utc_ms = T0_MS + rng.integers(0, DAYS * 86_400_000, n)
-    off_idx = rng.integers(0, len(OFFSETS), n)
-    off_min = np.array([o[1] for o in OFFSETS], dtype=np.int64)[off_idx]
-    local = pa.array(utc_ms + off_min * 60_000).cast(pa.timestamp("ms"))
-    created = pc.binary_join_element_wise(
-        pc.strftime(local, format="%Y-%m-%dT%H:%M:%S"),
-        pa.array([o[0] for o in OFFSETS]).take(pa.array(off_idx)), "")
-    event_date = pc.cast(pa.array((utc_ms // 86_400_000).astype(np.int32)).cast(pa.date32()), s)
-    first = pa.array(FIRST_NAMES).take(pa.array(rng.integers(0, len(FIRST_NAMES), n)))
-    last = pa.array(LAST_NAMES).take(pa.array(rng.integers(0, len(LAST_NAMES), n)))
-    plain = pc.binary_join_element_wise(first, last, " ")
-    quoted = pc.binary_join_element_wise('"', last, ", ", first, '"', "")  # "Last, First"
-    name = pc.if_else(pa.array(rng.random(n) < 0.01), quoted, plain)
-    name = with_nulls(name, 0.02, 0.01)
-    status = pa.array(STATUSES).take(pa.array(rng.integers(0, len(STATUSES), n)))
-    status = with_nulls(status, 0.005, 0.0)
-    cols = [ids, customer, quantity, amount, score, created, event_date, name, status]
-
-    # Malformed rows: about n / bad_every per chunk, never in the first rows of the file.
-    k = max(1, n // bad_every) if bad_every > 0 else 0
-    lo = 100 if start == 0 else 0
-    rows = np.sort(rng.choice(np.arange(lo, n), size=min(k, n - lo), replace=False)) if k else []
-    bad = {int(r): BAD_KINDS[(bad_counter + i) % len(BAD_KINDS)] for i, r in enumerate(rows)}
-
-    def put(col: int, kind: str, value: str) -> None:
-        mask = np.zeros(n, dtype=bool)
-        mask[[r for r, kd in bad.items() if kd == kind]] = True
-        if mask.any():
-            cols[col] = pc.if_else(pa.array(mask), value, cols[col])
-
-    put(2, "bad_int", "12x")
-    put(3, "bad_float", "12.3.4")
-    put(6, "bad_date", "2024-02-30")
-    put(8, "too_many_fields", "paid,surplus")
-    put(0, "null_id", "")
-    lines = pc.binary_join_element_wise(*cols, ",")
-    few = [r for r, kd in bad.items() if kd == "too_few_fields"]
-    if few:  # drop the last two fields
-        mask = np.zeros(n, dtype=bool)
-        mask[few] = True
-        short = pc.binary_join_element_wise(*[c.take(pa.array(few)) for c in cols[:7]], ",")
-        lines = pc.replace_with_mask(lines, pa.array(mask), short)
-    return pc.binary_join_element_wise(lines, "", "\n"), bad
-
-
-def generate(path: Path, meta_path: Path, size_mb: int, seed: int, bad_every: int) -> dict:
-    import numpy as np
-
-    target = size_mb * MIB
-    tmp = path.with_suffix(".csv.tmp")
-    rows = 0
-    written = 0
-    malformed: dict[str, int] = {k: 0 for k in BAD_KINDS}
-    bad_lines: list[list] = []  # [file line number (header = 1), kind]
-    chunk_no = 0
-    with open(tmp, "wb") as f:
-        header = (",".join(HEADER) + "\n").encode()
-        f.write(header)
-        written += len(header)
-        while written < target:
-            lines, bad = _gen_chunk(seed, chunk_no, rows, CHUNK_ROWS, bad_every,
-                                    sum(malformed.values()))
-            offs = np.frombuffer(lines.buffers()[1], dtype=np.int32)[
-                lines.offset:lines.offset + len(lines) + 1]
-            rel = offs - offs[0]
-            keep = len(lines)
-            if rel[-1] > target - written:  # last chunk: stop at the first row reaching target
-                keep = int(np.searchsorted(rel, target - written, side="left"))
-            f.write(memoryview(lines.buffers()[2])[offs[0]:offs[keep]])
-            written += int(rel[keep])
-            for r, kind in sorted(bad.items()):
-                if r < keep:
-                    malformed[kind] += 1
-                    bad_lines.append([rows + r + 2, kind])
-            rows += keep
-            chunk_no += 1
-    os.replace(tmp, path)
-    meta = {"version": GEN_VERSION, "size_mb": size_mb, "seed": seed, "bad_every": bad_every,
-            "bytes": path.stat().st_size, "rows": rows, "malformed": malformed,
-            "bad_lines": bad_lines}
-    meta_path.write_text(json.dumps(meta))
-    return meta
-
-
-def get_input(workdir: Path, size_mb: int, seed: int, bad_every: int) -> tuple[Path, dict]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"orders_{size_mb}mb_seed{seed}_bad{bad_every}.csv"
-    meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError:
-            meta = {}
-        if (meta.get("version") == GEN_VERSION and meta.get("bytes") == path.stat().st_size
-                and meta.get("size_mb") == size_mb and meta.get("seed") == seed
-                and meta.get("bad_every") == bad_every):
-            print(f"reusing {path.name} ({meta['bytes'] / MIB:.0f} MB, {meta['rows']:,} rows)")
-            return path, meta
-    print(f"generating {path.name} ({size_mb} MB) ...", flush=True)
-    t = time.perf_counter()
-    # In a child process: Linux carries a process's RSS high-water mark into the children it
-    # forks (and across exec), so a parent that grew while generating would inflate the peak
-    # RSS measured for both sides. The parent stays small (no numpy/pyarrow/pandas imports).
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--generate", str(path),
-                    "--size-mb", str(size_mb), "--seed", str(seed), "--bad-every",
-                    str(bad_every)], check=True)
-    meta = json.loads(meta_path.read_text())
-    print(f"generated {meta['rows']:,} rows, {sum(meta['malformed'].values())} malformed, "
-          f"in {time.perf_counter() - t:.1f}s", flush=True)
-    return path, meta
-
+from generate import CONTRACT_KINDS, MIB, contract_dict, generate, get_input
 
 # --------------------------------------------------------------------------- child sides
 
