@@ -137,8 +137,8 @@ def forget_ledger(lake: ObjectStore, dataset: str, key: str) -> None:
 def keys_with_content(lake: ObjectStore, dataset: str, content_hash: str) -> list[str]:
     """Keys whose committed version had this content (per the ledger)."""
     prefix = f"_ledger/{dataset}/hash/{_digest(content_hash)}/"
-    return sorted(filter(None, (lake.get_bytes(o.key).decode() if lake.get_bytes(o.key) else None
-                                for o in lake.list(prefix))))
+    found = (lake.get_bytes(o.key) for o in lake.list(prefix))
+    return sorted(data.decode() for data in found if data)
 
 
 def _digest(content_hash: str) -> str:
