@@ -2,7 +2,8 @@
 
 Every test builds its raw file in `tmp_path` and checks the staged Parquet by reading it back
 with pyarrow. `_accounted` checks that each input row is either written or rejected, against a
-row count the test knows independently of the engine.
+row count the test knows independently of the engine. Every clean in this module is also
+reconciled against the independent record count (`_reconciled`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,27 @@ import pyarrow.parquet as pq
 import pytest
 from data_platform.cleaning import REJECTED_SCHEMA, CleanError, clean_file
 from data_platform.contracts import load_contracts, parse_contract
+from data_platform.records import source_records
 
 UTC = dt.timezone.utc
+
+
+@pytest.fixture(autouse=True)
+def _reconciled(monkeypatch):
+    """Every file these tests clean is a fixture for the rows_reconcile audit: the raw file's
+    records, counted independently of the engine (by `source_records` with the contract alone,
+    and as the engine reports it), equal the rows written plus the rows rejected."""
+    engine = clean_file
+
+    def clean_and_reconcile(path, contract, *args, **kwargs):
+        result = engine(path, contract, *args, **kwargs)
+        counted = source_records(path, contract)
+        assert counted == result.source_records == result.rows_written + result.rows_rejected, (
+            path.name, counted, result.source_records, result.rows_written,
+            result.rows_rejected)
+        return result
+
+    monkeypatch.setitem(globals(), "clean_file", clean_and_reconcile)
 
 
 def _contract(columns, fmt=None, **extra):

@@ -24,16 +24,22 @@ def test_escaped_quotes_do_not_open_a_field():
     assert _count_lines(io.BytesIO(data), quote=b'"', escape=b"\\") == 3
 
 
-def test_agrees_with_pythons_csv_reader_on_random_files_across_chunks(monkeypatch):
+@pytest.mark.parametrize("chunk, sparse, blank_share", [
+    (7, 1024, 0.1), (7, 1, 0.1), (64, 1, 0.0), (64, 1024, 0.0), (1 << 20, 1, 0.0)])
+def test_agrees_with_pythons_csv_reader_on_random_files_across_chunks(monkeypatch, chunk,
+                                                                       sparse, blank_share):
+    """Small chunks: records and quotes cross chunk boundaries; `sparse` picks the count
+    between quotes (1) or the vectorized one (1024) for chunks with quotes."""
     import data_platform.records as records
 
-    monkeypatch.setattr(records, "CHUNK", 7)  # records and quotes cross chunk boundaries
+    monkeypatch.setattr(records, "CHUNK", chunk)
+    monkeypatch.setattr(records, "SPARSE", sparse)
     rng = random.Random(1)
     for _ in range(300):
         lines = []
         for i in range(rng.randint(0, 30)):
             kind = rng.random()
-            lines.append("" if kind < 0.1 else f'"x\ny{i}",1' if kind < 0.3
+            lines.append("" if kind < blank_share else f'"x\ny{i}",1' if kind < 0.3
                          else '"a""b",1' if kind < 0.4 else f"{i},v")
         text = ("\n".join(lines) + rng.choice(["", "\n", "\r\n"])).encode()
         want = sum(1 for r in csv.reader(io.StringIO(text.decode(), newline="")) if r)
