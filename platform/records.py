@@ -56,70 +56,100 @@ class RecordCounter:
         self.quote, self.escape = quote, escape
         self.q = quote[0] if quote else None
         self.records, self.in_quote, self.carry = 0, False, b""
+        self._mask = np.empty(0, bool)
 
     def update(self, chunk: bytes) -> None:
-        data = self.carry + chunk if self.carry else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self.carry = bytes(data)
+        first = chunk.find(b"\n")
+        if first < 0:
+            self.carry += chunk
             return
-        block, self.carry = data[:cut + 1], bytes(data[cut + 1:])
-        blank_free = (b"\n\n" not in block and b"\n\r\n" not in block
-                      and block[:1] != b"\n" and block[:2] != b"\r\n")
-        quotes = block.count(self.quote) if self.quote is not None else 0
-        if not quotes:
-            if self.in_quote:
-                return  # every line continues the open quoted field
-            if blank_free:
-                self.records += block.count(b"\n")  # one record per line
-                return
-        elif self.escape is not None:
-            n, self.in_quote = _walk(block, self.quote, self.escape, self.in_quote)
-            self.records += n
+        if self.carry:  # the line begun in the previous chunk, completed
+            line = self.carry + chunk[:first + 1]
+            self._lines(line, 0, len(line))
+            begin = first + 1
+        else:
+            begin = 0
+        cut = chunk.rfind(b"\n") + 1
+        if cut > begin:
+            self._lines(chunk, begin, cut)
+        self.carry = bytes(chunk[cut:])
+
+    def _lines(self, data: bytes, begin: int, end: int) -> None:
+        """Count the whole lines `data[begin:end]`, viewed in place (no copy)."""
+        n = end - begin
+        a = np.frombuffer(data, np.uint8, count=n, offset=begin)
+        if len(self._mask) < n:
+            self._mask = np.empty(n, bool)  # reused: a fresh 16 MB array per chunk page-faults
+        mask = self._mask[:n]
+        n_quotes = int(np.count_nonzero(np.equal(a, self.q, out=mask))) if self.q is not None \
+            else 0
+        if n_quotes and self.escape is not None:
+            found, self.in_quote = _walk(data[begin:end], self.quote, self.escape, self.in_quote)
+            self.records += found
             return
-        elif blank_free and quotes * SPARSE <= len(block):
-            self.records += self._sparse_quotes(block, quotes)
+        if not n_quotes and self.in_quote:
+            return  # every line continues the open quoted field
+        if n_quotes * SPARSE <= n and not _has_blank_line(data, begin, end):
+            lines = int(np.count_nonzero(np.equal(a, 10, out=mask)))
+            self.records += self._sparse_quotes(data, begin, end, n_quotes, lines) \
+                if n_quotes else lines
             return
-        a = np.frombuffer(block, np.uint8)
+        quotes = np.flatnonzero(a == self.q) if n_quotes else _NONE
         nl = np.flatnonzero(a == 10)
         starts = np.empty_like(nl)
         starts[0], starts[1:] = 0, nl[:-1] + 1
         length = nl - starts
         blank = (length == 0) | ((length == 1) & (a[np.minimum(starts, len(a) - 1)] == 13))
-        if self.q is None or self.quote not in block:
+        if not len(quotes):
             start_outside = np.full(len(nl), not self.in_quote)
         else:
-            quotes = np.flatnonzero(a == self.q)
             open_after = ((np.searchsorted(quotes, nl) + self.in_quote) & 1).astype(bool)
             start_outside = np.empty(len(nl), bool)
             start_outside[0], start_outside[1:] = not self.in_quote, ~open_after[:-1]
             self.in_quote = bool(open_after[-1])
         self.records += int(np.count_nonzero(start_outside & ~blank))
 
-    def _sparse_quotes(self, block: bytes, quotes: int) -> int:
-        """Records of a block without blank lines and with few quotes: every line, less the
-        lines that start inside a quoted field (those after a newline between two quotes)."""
-        inside, pos = 0, -1
-        start = 0 if self.in_quote else None  # where the open quoted field began
-        for _ in range(quotes):
-            pos = block.find(self.quote, pos + 1)
+    def _sparse_quotes(self, data: bytes, begin: int, end: int, n_quotes: int,
+                       lines: int) -> int:
+        """Records of whole lines without a blank one and with few quotes: every line, less
+        the lines that start inside a quoted field (after a newline between two quotes)."""
+        inside = 0
+        start = begin if self.in_quote else None  # where the open quoted field began
+        pos = begin - 1
+        for _ in range(n_quotes):
+            pos = data.find(self.quote, pos + 1, end)
             if start is None:
                 start = pos
             else:
-                inside += block.count(b"\n", start, pos)
+                inside += data.count(b"\n", start, pos)
                 start = None
         ends_inside = start is not None
         if ends_inside:
-            inside += block.count(b"\n", start)
-        # Line 0 starts inside when a field was open; the block's last newline starts the next
-        # block's first line, so it is not a line of this block starting inside.
-        records = block.count(b"\n") - self.in_quote - inside + ends_inside
+            inside += data.count(b"\n", start, end)
+        # Line 0 starts inside when a field was open; the last newline starts the next chunk's
+        # first line, so it is no line of this one starting inside.
+        records = lines - self.in_quote - inside + ends_inside
         self.in_quote = ends_inside
         return records
 
     def result(self) -> int:
         tail = 1 if self.carry.strip(b"\r") and not self.in_quote else 0  # no final newline
         return self.records + tail
+
+
+_NONE = np.empty(0, np.int64)
+
+
+def _has_blank_line(data: bytes, begin: int, end: int) -> bool:
+    """Whether the whole lines `data[begin:end]` hold an empty or a lone-CR line."""
+    if data[begin:begin + 1] == b"\n" or data[begin:begin + 2] == b"\r\n":
+        return True
+    # "\n\n" at an even or an odd offset, compared two bytes at a time.
+    for offset in (begin, begin + 1):
+        pairs = np.frombuffer(data, "<u2", count=(end - offset) // 2, offset=offset)
+        if np.any(pairs == 0x0A0A):
+            return True
+    return data.find(b"\r", begin, end) >= 0 and data.find(b"\n\r\n", begin, end) >= 0
 
 
 def counter_for(contract: Contract) -> RecordCounter | None:
