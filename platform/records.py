@@ -3,8 +3,9 @@
 The count must come from a different mechanism than the parse it checks, so an engine that drops
 rows silently is caught: CSV records are counted by a quote-aware scan of the raw bytes (blank
 lines are not records; a quoted field may span lines; the header is not a record), JSON Lines
-as non-blank lines, Parquet from the footer. Chunks without any quote byte (most of a typical
-file) are counted with `bytes.count`; only chunks that hold quotes are walked line by line.
+as non-blank lines, Parquet from the footer. A chunk without blank lines and with few quotes
+(most of a typical file) is counted with vectorized counts of its newlines, less those inside
+quoted fields; other chunks are classified line by line, vectorized (~1.2 GB/s on a 1 GB CSV).
 """
 
 from __future__ import annotations
