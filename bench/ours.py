@@ -62,7 +62,14 @@ def side_ours(path: Path, out: Path, contract_dict: dict, module: str = "data_pl
             "rows_rejected": res.rows_rejected, "parse_rejects": res.parse_rejects,
             "contract_rejects": res.contract_rejects, "files": len(res.files),
             "out_bytes": out_bytes(out), "rejected_lines": rejected_lines,
-            "profile": profile([f.path for f in res.files]), "phases": phases.seconds}
+            "profile": profile([f.path for f in res.files]), "phases": phases.seconds,
+            "phases_rss_mb": phases.rss_mb}
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Phases:
@@ -70,6 +77,7 @@ class Phases:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.rss_mb: dict[str, float] = {}  # the process's RSS high-water mark after the phase
 
     def wrap(self, owner, attr: str, phase: str) -> None:
         orig = getattr(owner, attr, None)
@@ -82,6 +90,7 @@ class Phases:
                 return orig(*args, **kwargs)
             finally:
                 self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t
+                self.rss_mb[phase] = _maxrss_mb()
 
         setattr(owner, attr, timed)
 
@@ -168,6 +177,7 @@ def side_ours_commit(path: Path, out: Path, contract_dict: dict) -> dict:
     job = defs.resolve_job_def(f"ingest_{contract.name}_job")
     tags = {ASSET_PARTITION_RANGE_START_TAG: path.name, ASSET_PARTITION_RANGE_END_TAG: path.name}
     phases = _instrument()
+    rss_before = _maxrss_mb()
     t, c = time.perf_counter(), cpu()
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     seconds, c = time.perf_counter() - t, cpu() - c
@@ -193,6 +203,7 @@ def side_ours_commit(path: Path, out: Path, contract_dict: dict) -> dict:
            "rows_rejected": rejected, "snapshot_records": summary,
            "out_bytes": out_bytes(data / "lake"), "run_success": result.success,
            "checks": checks, "phases": phases.seconds,
+           "phases_rss_mb": {"before the run": rss_before, **phases.rss_mb},
            "profile": {"rows": counts[0], "types": types,
                        "nulls": {n: counts[0] - k for n, k in zip(names, counts[1:])}}}
     res["rows_in"] = res["rows_written"] + res["rows_rejected"]

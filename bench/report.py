@@ -119,18 +119,24 @@ def correctness(label: str, res: dict, meta: dict, ref: dict | None, warned: boo
 
 
 def _phase_lines(title: str, phases: dict, total: float, sequential, overlapping,
-                 rest: str) -> list[str]:
-    out = [title]
+                 rest: str, rss: dict | None = None) -> list[str]:
+    rss = rss or {}
+    out = [title + "  (RSS MB: the process's high-water mark at the end of the phase)"]
+    if "before the run" in rss:
+        out.append(f"  {'(before the run)':<42} {'':>8} {'':>6} {rss['before the run']:>7.0f}")
     seq = 0.0
     for name in sequential:
         if name in phases:
             seq += phases[name]
-            out.append(f"  {name:<42} {phases[name]:>7.2f}s {100 * phases[name] / total:>5.1f}%")
+            mark = f"{rss[name]:>7.0f}" if name in rss else ""
+            out.append(f"  {name:<42} {phases[name]:>7.2f}s {100 * phases[name] / total:>5.1f}% "
+                       f"{mark}")
     out.append(f"  {rest:<42} {total - seq:>7.2f}s "
                f"{100 * (total - seq) / total:>5.1f}%")
     for name in overlapping:
         if name in phases:
-            out.append(f"  {name:<42} {phases[name]:>7.2f}s  (overlaps)")
+            mark = f"{rss[name]:>7.0f}" if name in rss else ""
+            out.append(f"  {name:<42} {phases[name]:>7.2f}s (overlaps) {mark}")
     return out
 
 
@@ -182,7 +188,8 @@ def report(best: dict, meta: dict, columns: list[str], repeat: int) -> str:
         for line in _phase_lines(f"inside clean_file ({ours['seconds']:.1f}s; the rest is "
                                  "the COPY a bare DuckDB run also does, with field ids and "
                                  "lineage columns):", ours["phases"], ours["seconds"],
-                                 CLEAN_PHASES, CLEAN_OVERLAPPING, "the COPY (and setup)"):
+                                 CLEAN_PHASES, CLEAN_OVERLAPPING, "the COPY (and setup)",
+                                 ours.get("phases_rss_mb")):
             print(line)
         bare = best.get("duckdb_bare", {})
         if "error" not in bare and "seconds" in bare:
@@ -192,7 +199,8 @@ def report(best: dict, meta: dict, columns: list[str], repeat: int) -> str:
     if "phases" in oc:
         for line in _phase_lines(f"phases of the ingest job run ({oc['seconds']:.1f}s):",
                                  oc["phases"], oc["seconds"], SEQUENTIAL, OVERLAPPING,
-                                 "other (Dagster run, steps, events)"):
+                                 "other (Dagster run, steps, events)",
+                                 oc.get("phases_rss_mb")):
             print(line)
         print(f"  checks: {oc['checks']}")
     for w in warnings:
