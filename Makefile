@@ -33,8 +33,11 @@ dev: install samples
 test: install
 	$(BIN)/python -m pytest
 
+# polars (the `bench` extra) is a peer in the benchmark; installed on first use.
 bench: install
-	$(BIN)/python bench/clean_csv.py
+	$(BIN)/python -c "import polars" 2>/dev/null || \
+		$(BIN)/python -m pip install --quiet -e ".[bench]" --config-settings editable_mode=strict
+	$(BIN)/python bench/clean_csv.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

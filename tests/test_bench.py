@@ -1,0 +1,39 @@
+"""The benchmark script still runs end to end (every side, a few MB) and reports correctness.
+
+Asserts the output format and the correctness fields only, never timings.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "clean_csv.py"
+LAST = re.compile(r"typed_speedup=(\S+) best_peer_ratio=(\S+) publish_ratio=(\S+) "
+                  r"peak_rss_mb=(\d+)")
+
+
+def test_bench_quick_small(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--size-mb", "3", "--bad-every", "1000",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    lines = out.strip().splitlines()
+    m = LAST.fullmatch(lines[-1])
+    assert m, lines[-1]
+    assert all(v != "nan" for v in m.groups()), lines[-1]
+    # polars is an optional extra (`.[bench]`): without it its side fails, nothing else may.
+    warnings = [w for w in lines if w.startswith("WARNING") and "polars" not in w]
+    assert not warnings, out
+    rows = {line[:37].strip(): line for line in lines}
+    assert "exact:" in rows["4 ours: clean_file"]
+    assert "exact:" in rows["5 ours: ingest job + Iceberg commit"]
+    # The peers' correctness column says what they did with the injected rows.
+    assert "drops" in rows["1 naive pandas read_csv+to_parquet"]
+    assert "untyped" in rows["1 naive pandas read_csv+to_parquet"]
+    assert "rejects" in rows["3a bare DuckDB COPY read_csv"]
+    assert "keeps" in rows["3b polars scan_csv -> sink_parquet"] \
+        or "FAILED" in rows["3b polars scan_csv -> sink_parquet"]
+    assert "phases of the ingest job run" in out
