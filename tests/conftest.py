@@ -1,5 +1,6 @@
 """Shared fixtures: every test gets its own data folder; nothing here runs at import."""
 
+import contextlib
 import os
 import shutil
 import urllib.request
@@ -51,20 +52,34 @@ def write_raw(data_dir: Path, key: str, content: str | bytes, mtime: float | Non
     return p
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """moto's S3 server on 127.0.0.1 with an empty `raw-bucket`; stopped afterwards."""
+@contextlib.contextmanager
+def moto_server(monkeypatch, region: str = S3_REGION):
+    """moto's server on 127.0.0.1 from an empty account, AWS_* variables pointing at it.
+
+    Yields the endpoint URL; the server is stopped on exit.
+    """
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                           timeout=10)
-    for var, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": S3_REGION}.items():
-        monkeypatch.setenv(var, value)
-    client = boto3.client("s3", region_name=S3_REGION)
-    client.create_bucket(Bucket="raw-bucket",
-                         CreateBucketConfiguration={"LocationConstraint": S3_REGION})
-    yield client
-    server.stop()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        # moto keeps its backends per process: start every test from an empty account.
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
+                               timeout=10)
+        for var, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region,
+                           "AWS_REGION": region}.items():
+            monkeypatch.setenv(var, value)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on 127.0.0.1 with an empty `raw-bucket`; stopped afterwards."""
+    with moto_server(monkeypatch):
+        client = boto3.client("s3", region_name=S3_REGION)
+        client.create_bucket(Bucket="raw-bucket",
+                             CreateBucketConfiguration={"LocationConstraint": S3_REGION})
+        yield client

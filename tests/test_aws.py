@@ -20,11 +20,10 @@ from data_platform.contracts import CONTRACTS_DIR, parse_contract
 from data_platform.definitions import build_definitions
 from data_platform.resources import GlueCatalog, S3Storage
 from data_platform.resources.storage import ReadOnlyError, VersionChanged
-from moto.server import ThreadedMotoServer
 
 from . import glue_shim
-from .conftest import SAMPLES
-from .helpers import check_results, free_port, run_ingest
+from .conftest import SAMPLES, moto_server
+from .helpers import check_results, run_ingest
 
 REGION = "eu-west-1"
 HEADER = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
@@ -37,33 +36,24 @@ def rows(ids, day="2026-11-20", amount="2.50"):
 @pytest.fixture
 def aws(monkeypatch, tmp_path):
     """A fresh moto server with raw and lake buckets, a Glue database and an Athena workgroup."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    # moto keeps its backends per process: start every test from an empty account.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"),
-                           timeout=10)
-    for var, value in {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION, "PLATFORM_ENV": "aws",
-        "PLATFORM_RAW_URL": "s3://raw-bucket/raw", "PLATFORM_LAKE_URL": "s3://lake-bucket/lake",
-        "PLATFORM_GLUE_DATABASE": "platform", "PLATFORM_ATHENA_WORKGROUP": "platform",
-        "PLATFORM_ATHENA_OUTPUT_URL": "s3://lake-bucket/athena-results/",
-        "PLATFORM_SCRATCH_DIR": str(tmp_path / "scratch"),
-        "PLATFORM_SENSOR_SETTLE_SECONDS": "0",
-    }.items():
-        monkeypatch.setenv(var, value)
-    (tmp_path / "scratch").mkdir()
-    s3 = boto3.client("s3", region_name=REGION)
-    for bucket in ("raw-bucket", "lake-bucket"):
-        s3.create_bucket(Bucket=bucket,
-                         CreateBucketConfiguration={"LocationConstraint": REGION})
-    boto3.client("glue", region_name=REGION).create_database(DatabaseInput={"Name": "platform"})
-    boto3.client("athena", region_name=REGION).create_work_group(Name="platform")
-    yield endpoint, s3
-    server.stop()
+    with moto_server(monkeypatch, REGION) as endpoint:
+        for var, value in {
+            "PLATFORM_ENV": "aws",
+            "PLATFORM_RAW_URL": "s3://raw-bucket/raw", "PLATFORM_LAKE_URL": "s3://lake-bucket/lake",
+            "PLATFORM_GLUE_DATABASE": "platform", "PLATFORM_ATHENA_WORKGROUP": "platform",
+            "PLATFORM_ATHENA_OUTPUT_URL": "s3://lake-bucket/athena-results/",
+            "PLATFORM_SCRATCH_DIR": str(tmp_path / "scratch"),
+            "PLATFORM_SENSOR_SETTLE_SECONDS": "0",
+        }.items():
+            monkeypatch.setenv(var, value)
+        (tmp_path / "scratch").mkdir()
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in ("raw-bucket", "lake-bucket"):
+            s3.create_bucket(Bucket=bucket,
+                             CreateBucketConfiguration={"LocationConstraint": REGION})
+        boto3.client("glue", region_name=REGION).create_database(DatabaseInput={"Name": "platform"})
+        boto3.client("athena", region_name=REGION).create_work_group(Name="platform")
+        yield endpoint, s3
 
 
 def catalog() -> GlueCatalog:

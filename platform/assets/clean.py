@@ -113,6 +113,10 @@ class Stager:
         self.fallback_version = int(context.instance.get_run_record_by_id(
             self.run_id).create_timestamp.timestamp() * 1e9) if context.instance else time.time_ns()
 
+    def close(self) -> None:
+        """Stop the hashing thread (a hash still running is for a file that failed)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
     def _tables(self, eff: Contract):
         if self.tables is None:
             self.tables = ensure_dataset_tables(self.ice, self.catalog.namespace, eff, self.lake)
@@ -312,7 +316,10 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
     def cleaned(context: dg.AssetExecutionContext, config: IngestConfig,
                 storage: StorageResource, catalog: CatalogResource, scratch: ScratchResource):
         stager = Stager(context, contract, storage, catalog, scratch, config)
-        recs = [stager.stage(k) for k in context.partition_keys]
+        try:
+            recs = [stager.stage(k) for k in context.partition_keys]
+        finally:
+            stager.close()
         yield dg.MaterializeResult(metadata=_summary(recs))
         yield from check_results(key, recs)
 

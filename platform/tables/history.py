@@ -69,10 +69,7 @@ def query_as_of(catalog: DuckDBCatalog, sql: str, as_of: str) -> list[tuple]:
         for (ns, name) in ice.list_tables(catalog.namespace):
             table = ice.load_table((ns, name))
             snap = snapshot_as_of(table, when)
-            if snap is None:
-                con.execute(view_sql(name, table, -1))  # no snapshot yet: an empty view
-            else:
-                con.execute(view_sql(name, table, snap))
+            con.execute(view_sql(name, table, snap, empty=snap is None))
         return con.execute(sql).fetchall()
     finally:
         con.close()

@@ -26,7 +26,7 @@ def snapshot_files(table: Table, snapshot_id: int | None = None,
 
     `present`, when given, receives the field ids that at least one file holds.
     """
-    snap = table.snapshot_by_id(snapshot_id) if snapshot_id else table.current_snapshot()
+    snap = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
     if snap is None:
         return []
     files = []
@@ -45,11 +45,16 @@ def local_path(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
-def view_sql(view: str, table: Table, snapshot_id: int | None = None) -> str:
-    """`CREATE OR REPLACE VIEW` over one snapshot of `table`."""
+def view_sql(view: str, table: Table, snapshot_id: int | None = None,
+             empty: bool = False) -> str:
+    """`CREATE OR REPLACE VIEW` over one snapshot of `table` (default: current).
+
+    `empty` makes a view with the table's columns and no row (the table before its first
+    snapshot).
+    """
     fields = table.schema().fields
     present: set[int] = set()
-    files = snapshot_files(table, snapshot_id, present)
+    files = [] if empty else snapshot_files(table, snapshot_id, present)
     if not files:
         nulls = ", ".join(f"CAST(NULL AS {_type(f)}) AS {_q(f.name)}" for f in fields)
         return f"CREATE OR REPLACE VIEW {_q(view)} AS SELECT {nulls} WHERE false"
