@@ -27,7 +27,10 @@ samples:
 	mkdir -p $(DATA)/raw $(DAGSTER_HOME)
 	cp -rn samples/raw/. $(DATA)/raw/
 
+# The local instance (dagster.yaml in DAGSTER_HOME): run monitoring and retries, so that runs
+# killed with the machine are found and finished after a restart (platform/instance.py).
 dev: install samples
+	$(BIN)/python -m data_platform.instance $(DAGSTER_HOME)
 	$(BIN)/dagster dev -h $(HOST) -p $(PORT) -w workspace.yaml
 
 test: install

@@ -21,6 +21,7 @@ import dagster as dg
 from .. import staging as st
 from ..cleaning import CleanError, _compression, clean_file, infer_columns
 from ..contracts import EXTENSIONS, Column, Contract
+from ..crashpoints import crash_point
 from ..records import counter_for, records_from_counter
 from ..resources.catalog import CatalogResource
 from ..resources.scratch import ScratchResource
@@ -191,6 +192,7 @@ class Stager:
                 return self._save(record)
             if hashing is not None:
                 record.content_hash = "sha256:" + hashing.result().hexdigest()
+            crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):
                 k = f"{staging_prefix(self.catalog.namespace, ds, f.subdir)}/{tag}-{i}.parquet"

@@ -13,6 +13,7 @@ import dagster as dg
 
 from .. import staging as st
 from ..contracts import Contract
+from ..crashpoints import crash_point
 from ..resources.catalog import CatalogResource
 from ..resources.storage import StorageResource
 from ..tables.commit import CommitOutcome, StagedVersion, commit_versions, committed_files
@@ -109,6 +110,7 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
     )
     def table(context: dg.AssetExecutionContext, storage: StorageResource,
               catalog: CatalogResource):
+        crash_point("before-commit")
         lake, ns = storage.lake(), catalog.namespace
         ice = catalog.iceberg()
         run_keys = set(context.partition_keys)
@@ -134,6 +136,8 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             )
         else:
             data_out = CommitOutcome(None, {}, {}, {})
+        if data_out.committed:
+            crash_point("commit")
         done = {k: ready[k].version for k in data_out.committed} | {
             k: ready[k].version for k, why in data_out.skipped.items()
             if why == "already committed"}

@@ -36,9 +36,11 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from .. import staging as st
 from ..assets import DatasetDefs
 from ..resources.storage import ObjectInfo, StorageResource
 from ..versions import versions_run_config
+from .healing import alive_versions, give_up, plan_healing
 
 CURSOR_VERSION = 2
 DAGSTER_PARTITION_LIMIT = 100_000
@@ -54,6 +56,8 @@ class SensorSettings:
     settle_seconds: float = 5.0
     lookback_seconds: float = 3600.0  # only where the ordering time is not exact (S3)
     partition_warn_at: int = 80_000
+    heal_after_seconds: float = 300.0  # see healing.py; doubles with each request
+    heal_max_attempts: int = 4
 
     @classmethod
     def from_env(cls) -> "SensorSettings":
@@ -178,6 +182,36 @@ def run_key(dataset: str, versions: list[Version]) -> str:
     return f"{dataset}:{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
 
 
+def heal_requests(dataset: str, job_name: str, again: list[tuple[str, int, str, int]],
+                  order: list[str], per_run: int) -> list[dg.RunRequest]:
+    """Runs that request versions again: keys next to each other among the dataset's
+    partitions share a ranged run (a lost ranged run comes back as one), others run alone."""
+    index = {k: i for i, k in enumerate(order)}
+    todo = sorted(again, key=lambda a: index.get(a[0], -1))
+    groups: list[list] = []
+    for a in todo:
+        g = groups[-1] if groups else None
+        if g and len(g) < per_run and a[0] in index and g[-1][0] in index \
+                and index[a[0]] == index[g[-1][0]] + 1:
+            g.append(a)
+        else:
+            groups.append([a])
+    out = []
+    for g in groups:
+        blob = json.dumps([dataset, "again"] + [list(a) for a in g])
+        tags = {"platform/dataset": dataset, "platform/files": str(len(g)),
+                "platform/reason": f"requested again (attempt {max(a[3] for a in g)})"}
+        if len(g) > 1:
+            tags.update({ASSET_PARTITION_RANGE_START_TAG: g[0][0],
+                         ASSET_PARTITION_RANGE_END_TAG: g[-1][0]})
+        out.append(dg.RunRequest(
+            run_key=f"{dataset}:{hashlib.sha256(blob.encode()).hexdigest()[:24]}",
+            job_name=job_name, partition_key=None if len(g) > 1 else g[0][0],
+            run_config=versions_run_config(dataset, {k: (seq, sig) for k, seq, sig, _ in g}),
+            tags=tags))
+    return out
+
+
 def _run_config(dataset: str, versions: list[Version]) -> dict:
     return versions_run_config(dataset, {v.key: (v.seq, v.signature) for v in versions})
 
@@ -190,7 +224,8 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches raw/<dataset>/ for new or changed files, adds one partition per "
                     "file and launches batched ingest runs, each pinned to the file versions "
-                    "it saw; reads no file content itself.",
+                    "it saw; reads no raw content itself, and requests again what no run "
+                    "finished.",
     )
     def raw_uploads_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
         settings = SensorSettings.from_env()
@@ -198,7 +233,7 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         if cursor.get("v") != CURSOR_VERSION:
             cursor = {}  # an older format: start over (runs skip content already committed)
         states, last_tick_ns = cursor.get("datasets", {}), cursor.get("t")
-        raw = storage.raw()
+        raw, raw_lake = storage.raw(), storage.lake()
         lookback_ns = 0 if raw.ordering_time_exact else int(settings.lookback_seconds * 1e9)
         now_ns = time.time_ns()
 
@@ -220,7 +255,25 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         notes: list[str] = []
         new_states = dict(states)
         for ds, d in datasets.items():
-            known = set(context.instance.get_dynamic_partitions(d.partitions.name))
+            order = context.instance.get_dynamic_partitions(d.partitions.name)
+            known = set(order)
+            inflight = dict(states.get(ds, {}).get("inflight", {}))
+            if inflight:
+                heal = plan_healing(
+                    inflight, alive_versions(context.instance, d.job.name, ds),
+                    lambda k, s: getattr(st.read_record(raw_lake, ds, k, s), "status", None),
+                    now_ns=now_ns, heal_after_ns=int(settings.heal_after_seconds * 1e9),
+                    max_attempts=settings.heal_max_attempts)
+                inflight = heal.inflight
+                for key, seq, why in heal.gave_up:
+                    reason = give_up(raw_lake, context.instance, d.job.name, ds, key, seq, why)
+                    context.log.warning(f"{ds}/{key} (version {seq}): {reason}")
+                    notes.append(f"{ds}: gave up on {key}")
+                if heal.again:
+                    context.log.info(f"{ds}: requesting {len(heal.again)} file(s) again: "
+                                     + ", ".join(a[0] for a in heal.again[:20]))
+                    run_requests.extend(heal_requests(ds, d.job.name, heal.again, order,
+                                                      max(1, settings.max_files_per_run)))
             if len(known) >= settings.partition_warn_at:
                 context.log.warning(
                     f"{ds} has {len(known)} partitions; Dagster advises at most "
@@ -232,7 +285,9 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
                 lookback_ns=lookback_ns,
             )
             budget -= len(plan.new) + len(plan.changed)
-            new_states[ds] = plan.state
+            for v in plan.new + plan.changed:
+                inflight[v.key] = [v.signature, v.seq, now_ns, 1, 0]
+            new_states[ds] = {**plan.state, "inflight": inflight}
             if plan.waiting:
                 notes.append(f"{ds}: waiting for {len(plan.waiting)} file(s) to settle")
             if plan.deferred:
