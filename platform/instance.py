@@ -127,7 +127,8 @@ class LocalRunLauncher(DefaultRunLauncher):
             data = event.engine_event_data if event else None
             if data is None or data.metadata.get("pid") is None:
                 continue
-            if not (entry.user_message or "").startswith("Started process for run"):
+            if not (event.message or entry.user_message or "").startswith(
+                    "Started process for run"):
                 continue
             pid = int(data.metadata["pid"].value)
             started = _process_start_time(pid)
