@@ -44,7 +44,7 @@ run_launcher:
 # marked failed within poll_interval_seconds; one that never started within start_timeout.
 run_monitoring:
   enabled: true
-  start_timeout_seconds: 180
+  start_timeout_seconds: 60
   cancel_timeout_seconds: 60
   max_resume_run_attempts: 0
   poll_interval_seconds: 5

@@ -4,6 +4,7 @@ local instance's run monitoring and run retries, and the sensor's healing.
 - A run worker SIGKILLed (data_platform.crashpoints: the worker kills itself with SIGKILL at a
   named point, once) in the middle of cleaning, between staging and commit, and right after
   the data commit: the platform finishes the file by itself.
+- Dagster's sensor daemon SIGKILLed between creating a tick's run and saving its cursor.
 - The whole `dagster dev` process group SIGKILLed at random moments while 20 files are in
   flight (some dropped while it is down), restarted each time: every row lands exactly once.
 
@@ -12,15 +13,19 @@ After each, the table's history is read: no (file, version) was added by two sna
 
 import random
 import re
+import subprocess
+import sys
 import time
 
 import dagster as dg
 import pytest
+from data_platform.instance import write_instance_yaml
 from data_platform.resources import DuckDBCatalog
+from data_platform.sensors.healing import run_versions
 from pyiceberg.manifest import ManifestEntryStatus
 
 from .conftest import write_raw
-from .devserver import DevServer
+from .devserver import REPO, DevServer
 
 HEADER = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
 TAG = re.compile(r"/([^/]+-v\d+)-[0-9a-f]{8}(-\d+)?\.parquet$")
@@ -146,3 +151,33 @@ def test_the_whole_platform_killed_repeatedly_lands_every_file_once(data_dir, tm
         dev.stop()
     assert_no_duplicate_commit("orders")
     assert_no_duplicate_commit("orders_rejected")
+
+
+def test_the_sensor_daemon_killed_between_run_request_and_cursor_write(samples, tmp_path,
+                                                                       monkeypatch):
+    """Dagster's sensor daemon loop, SIGKILLed (its own debug crash flag) right after it created
+    the first run of a tick, before launching it and before the tick's cursor was saved. The
+    next iteration finishes the tick: every file is carried by exactly one run, none lost."""
+    monkeypatch.setenv("PLATFORM_SENSOR_SETTLE_SECONDS", "0")
+    home = tmp_path / "home"
+    write_instance_yaml(home)
+
+    def iteration(crash: str = "") -> int:
+        time.sleep(5.5)  # the sensor's minimum interval
+        args = [sys.executable, "-m", "tests.sensor_daemon", str(home)] + ([crash] if crash else [])
+        return subprocess.run(args, cwd=REPO, capture_output=True, timeout=300).returncode
+
+    assert iteration() == 0  # first sight of the four sample files: settling
+    assert iteration("RUN_CREATED") == -9  # killed after creating the first run
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert len(instance.get_runs()) == 1
+    assert iteration() == 0  # the restarted daemon resumes the tick
+    assert iteration() == 0  # and the next tick asks for nothing more
+    carried: dict[tuple, int] = {}
+    for run in instance.get_runs():
+        ds = run.tags["platform/dataset"]
+        for key in run_versions(run, ds):
+            carried[(ds, key)] = carried.get((ds, key), 0) + 1
+    expected = {(p.parent.name, p.name) for p in (samples / "raw").glob("*/*.csv")}
+    assert set(carried) == expected and set(carried.values()) == {1}, carried
+    assert len(instance.get_runs()) == 2

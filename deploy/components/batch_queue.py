@@ -96,7 +96,17 @@ class FargateBatchQueue(Construct):
             "JobDefinition",
             job_definition_name=name,
             container=self.container,
-            retry_attempts=2,
+            # Retried when the capacity under the job goes away (Spot or host reclaimed, image
+            # pull failed), never when the job itself failed: a real error would fail again.
+            # AWS retries when no condition matches, hence the final EXIT for everything else.
+            retry_attempts=3,
+            retry_strategies=[
+                # Fargate Spot reclaim and EC2 host loss both stop the task with this reason.
+                batch.RetryStrategy.of(batch.Action.RETRY,
+                                       batch.Reason.custom(on_status_reason="Host EC2*")),
+                batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.CANNOT_PULL_CONTAINER),
+                batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
+            ],
             timeout=timeout or cdk.Duration.hours(4),
             **kwargs,
         )

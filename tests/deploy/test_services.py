@@ -115,6 +115,19 @@ def test_one_image_everywhere(synthesized: Synthesized):
     assert f":{IMAGE_TAG}" in image and "ecr" in image
 
 
+def test_batch_jobs_retry_lost_capacity_and_nothing_else(synthesized: Synthesized):
+    """A reclaimed host or Spot instance retries the job; an error of the job itself exits
+    (AWS retries whatever matches no condition, so the catch-all EXIT must come last)."""
+    for job in synthesized.resources("AWS::Batch::JobDefinition").values():
+        strategy = job["Properties"]["RetryStrategy"]
+        assert strategy["Attempts"] >= 2
+        rules = [(r["Action"].upper(), r.get("OnStatusReason") or r.get("OnReason"))
+                 for r in strategy["EvaluateOnExit"]]
+        assert ("RETRY", "Host EC2*") in rules
+        assert rules[-1] == ("EXIT", "*")
+        assert all(a == "RETRY" for a, _ in rules[:-1])
+
+
 def test_daemon_never_overlaps_itself(synthesized: Synthesized):
     daemon = service_containers(synthesized)["data-platform-daemon"]["_service"]["Properties"]
     assert daemon["DeploymentConfiguration"]["MaximumPercent"] == 100
