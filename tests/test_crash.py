@@ -132,9 +132,12 @@ def test_the_whole_platform_killed_repeatedly_lands_every_file_once(data_dir, tm
             else:
                 # At a random moment: listing, settling, queued, launching or running.
                 time.sleep(rng.uniform(1, 20))
-            in_table = committed_rows(catalog)
             dev.kill()
-            assert in_table < 20 * n, "nothing was in flight at the kill"
+            uploaded = sum(1 for p in (data_dir / "raw" / "orders").iterdir()) * n
+            in_table = committed_rows(catalog)
+            # Reported, not asserted: a random moment may fall after the wave committed. The
+            # kill that must hit a run in flight is the one above, checked at the end.
+            print(f"kill {kill}: {uploaded - in_table} of {uploaded} uploaded rows in flight")
             if kill in (0, 2):  # uploads keep coming while the platform is down
                 for key, body in waves[kill + 1]:
                     write_raw(data_dir, key, body)

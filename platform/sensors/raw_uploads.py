@@ -21,6 +21,9 @@ it copies exactly that version and hashes the copy. New keys of a dataset are ad
 sorted request, so they form one contiguous range of the dynamic partitions and run in a few
 ranged runs (each file keeps its own partition status); a known key with a new signature runs
 alone. One tick launches at most `max_files_per_tick` files; a backlog drains over ticks.
+
+Every version requested is remembered until its staging record is final; one that no run
+finished is requested again or given up (healing.py), so a crash anywhere loses no file.
 """
 
 import dataclasses
