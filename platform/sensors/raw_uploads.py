@@ -236,7 +236,7 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         if cursor.get("v") != CURSOR_VERSION:
             cursor = {}  # an older format: start over (runs skip content already committed)
         states, last_tick_ns = cursor.get("datasets", {}), cursor.get("t")
-        raw, raw_lake = storage.raw(), storage.lake()
+        raw, lake = storage.raw(), storage.lake()
         lookback_ns = 0 if raw.ordering_time_exact else int(settings.lookback_seconds * 1e9)
         now_ns = time.time_ns()
 
@@ -264,12 +264,12 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
             if inflight:
                 heal = plan_healing(
                     inflight, alive_versions(context.instance, d.job.name, ds),
-                    lambda k, s: getattr(st.read_record(raw_lake, ds, k, s), "status", None),
+                    lambda k, s: getattr(st.read_record(lake, ds, k, s), "status", None),
                     now_ns=now_ns, heal_after_ns=int(settings.heal_after_seconds * 1e9),
                     max_attempts=settings.heal_max_attempts)
                 inflight = heal.inflight
                 for key, seq, why in heal.gave_up:
-                    reason = give_up(raw_lake, context.instance, d.job.name, ds, key, seq, why)
+                    reason = give_up(lake, context.instance, d.job.name, ds, key, seq, why)
                     context.log.warning(f"{ds}/{key} (version {seq}): {reason}")
                     notes.append(f"{ds}: gave up on {key}")
                 if heal.again:
