@@ -91,6 +91,31 @@ def test_2_file_replaced_while_its_run_waits_is_never_misrecorded(data_dir, plat
     assert q("SELECT count(*), count(DISTINCT _source_version) FROM orders") == [(7, 1)]
 
 
+def test_2_file_rewritten_in_place_while_its_run_cleans_it(data_dir, platform, monkeypatch):
+    """The local raw file is cleaned where it lies (no copy): a writer appending to it while
+    the engine reads it is caught after the last read, and only the new version lands."""
+    import data_platform.assets.clean as clean_mod
+
+    write(data_dir, "orders/f.csv", HEADER + rows(range(1, 3)))
+    real, calls = clean_mod.clean_file, []
+
+    def clean_then_append(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not calls:
+            calls.append(1)
+            with open(data_dir / "raw" / "orders" / "f.csv", "a") as f:
+                f.write(rows(range(3, 6)))
+        return result
+
+    monkeypatch.setattr(clean_mod, "clean_file", clean_then_append)
+    platform.settle(ticks=5)  # A seen, A run (B written meanwhile), B seen, B run
+    recs = sorted(st.records(LocalStorage().lake(), "orders"), key=lambda r: r.version)
+    assert [r.status for r in recs] == [st.SUPERSEDED, st.COMMITTED]
+    assert "changed while it was read" in recs[0].reason
+    assert recs[0].content_hash is None and not recs[0].data_files
+    assert q("SELECT count(*), count(DISTINCT _source_version) FROM orders") == [(5, 1)]
+
+
 def test_3_a_b_a_processes_a_again_and_a_failed_file_can_be_retried(data_dir, platform):
     a, b = HEADER + rows(range(1, 3)), HEADER + rows(range(1, 6))
     for content in (a, b, a):

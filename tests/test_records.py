@@ -55,3 +55,49 @@ def test_header_gzip_and_jsonl(tmp_path):
     j = tmp_path / "a.jsonl"
     j.write_bytes(b'{"a": 1}\n\n{"a": 2}\nnot json\n')
     assert source_records(j, jsonl, "none") == 3
+
+
+def test_line_index_maps_offsets_like_a_full_pass(tmp_path, monkeypatch):
+    """The counter's index (a mark every `step` bytes, fed in chunks that do not align with
+    the marks) lets the reject mapper skip ahead and still give every offset's true line."""
+    import data_platform.records as records
+    from data_platform.cleaning.lines import LineMapper
+
+    monkeypatch.setattr(records, "CHUNK", 1000)
+    rng = random.Random(7)
+    text = "".join(rng.choice(["a,b\n", "\n", '"x\ny",1\n', "long" * rng.randint(1, 90) + "\n"])
+                   for _ in range(3000)).encode()
+    path = tmp_path / "f.csv"
+    path.write_bytes(text)
+    contract = parse_contract({"name": "t"})
+    monkeypatch.setattr(records, "INDEX_STEP", 333)
+    counter = records.counter_for(contract)
+    counter.index = records.LineIndex(step=333)
+    with open(path, "rb") as f:
+        while chunk := f.read(records.CHUNK):
+            counter.update(chunk)
+    index = counter.index
+    assert index.marks == [text[:i * 333].count(b"\n") for i in range(len(index.marks))]
+    assert len(index.marks) == len(text) // 333 + 1
+    offsets = sorted(rng.sample(range(len(text)), 200))
+    want = [text[:o].count(b"\n") + 1 for o in offsets]
+    for idx in (index, None):
+        mapper = LineMapper(path, "none", idx)
+        try:
+            assert [mapper.line_of(o) for o in offsets] == want
+        finally:
+            mapper.close()
+
+
+def test_scan_source_hashes_the_bytes_it_counts(tmp_path):
+    import hashlib
+
+    from data_platform.records import scan_source
+
+    data = b"a,b\n" + b"1,2\n" * 1000
+    p = tmp_path / "a.csv"
+    p.write_bytes(data)
+    h = hashlib.sha256()
+    records, index = scan_source(p, parse_contract({"name": "t"}), "none", hasher=h)
+    assert (records, h.hexdigest()) == (1000, hashlib.sha256(data).hexdigest())
+    assert index is not None and index.newlines == 1001

@@ -99,18 +99,58 @@ def test_local_fetch_notices_a_change_during_the_copy(local, tmp_path, monkeypat
     p = root / "a.csv"
     p.write_bytes(b"one" * 1000)
     sig = store.stat("a.csv").signature
-    copy = shutil.copyfileobj
+    import data_platform.resources.storage as storage
 
-    def copy_then_replace(src, out, length=0):
-        copy(src, out, length)
+    copy = storage._copy
+
+    def copy_then_replace(src, out):
+        copy(src, out)
         (root / "new.csv").write_bytes(b"two")
         os.replace(root / "new.csv", p)
 
-    monkeypatch.setattr(shutil, "copyfileobj", copy_then_replace)
+    monkeypatch.setattr(storage, "_copy", copy_then_replace)
     dest = tmp_path / "a.csv"
     with pytest.raises(VersionChanged):
         store.fetch("a.csv", dest, signature=sig)
     assert list(tmp_path.glob("*a.csv*")) == []
+
+
+def test_local_pinned_reads_in_place_and_notices_any_change(local, tmp_path):
+    """A local raw file is read where it is (no copy) and verified unchanged afterwards:
+    rewritten in place (even with its old mtime put back), replaced, or touched."""
+    root, store = local
+    p = root / "a.csv"
+    p.write_bytes(b"one" * 1000)
+    sig = store.stat("a.csv").signature
+    with store.pinned("a.csv", tmp_path / "copy.csv", signature=sig) as pin:
+        assert pin.path == p and not (tmp_path / "copy.csv").exists()
+        pin.verify()
+    changes = [
+        lambda: (p.write_bytes(b"two" * 1000), os.utime(p, ns=(old.st_atime_ns,
+                                                              old.st_mtime_ns))),
+        lambda: ((root / "n.csv").write_bytes(b"one" * 1000), os.replace(root / "n.csv", p)),
+        lambda: os.utime(p),
+    ]
+    for change in changes:
+        old = p.stat()
+        with store.pinned("a.csv", tmp_path / "copy.csv") as pin:
+            time.sleep(0.01)
+            change()
+            with pytest.raises(VersionChanged):
+                pin.verify()
+    with pytest.raises(VersionChanged):  # not the version the sensor saw
+        with store.pinned("a.csv", tmp_path / "copy.csv", signature=sig):
+            pass
+    with pytest.raises(FileNotFoundError):
+        with store.pinned("gone.csv", tmp_path / "copy.csv"):
+            pass
+
+
+def test_local_pinned_copies_a_name_a_sql_engine_would_take_for_a_pattern(local, tmp_path):
+    root, store = local
+    (root / "r[1]*.csv").write_bytes(b"x,y\n")
+    with store.pinned("r[1]*.csv", tmp_path / "source.csv") as pin:
+        assert pin.path == tmp_path / "source.csv" and pin.path.read_bytes() == b"x,y\n"
 
 
 def _raw(client):

@@ -1,7 +1,8 @@
 """`cleaned/<dataset>`: stage and audit each raw file's version; nothing here is visible to readers.
 
-Per partition (one raw key), the run copies exactly the version the sensor saw (or skips the key
-as superseded when it changed again), hashes the copy, cleans it into typed Parquet that carries
+Per partition (one raw key), the run pins exactly the version the sensor saw (a copy, or the
+local file itself verified unchanged after the last read; a key that changed again is skipped as
+superseded), hashes those bytes, cleans them into typed Parquet that carries
 the table's field ids and the lineage columns, uploads the files into the table's data folder
 (unreferenced, so invisible), audits them, and writes a staging record. `table/<dataset>`
 commits what passed. Per-file problems never fail this step: they are recorded, reported by the
@@ -9,7 +10,6 @@ checks, and fail the file's partition at commit.
 """
 
 
-import concurrent.futures
 import hashlib
 import json
 import time
@@ -22,7 +22,7 @@ from .. import staging as st
 from ..cleaning import CleanError, _compression, clean_file, infer_columns
 from ..contracts import EXTENSIONS, Column, Contract
 from ..crashpoints import crash_point
-from ..records import counter_for, records_from_counter
+from ..records import scan_source
 from ..resources.catalog import CatalogResource
 from ..resources.scratch import ScratchResource
 from ..resources.storage import ObjectStore, StorageResource, VersionChanged
@@ -80,24 +80,6 @@ def local_name(contract: Contract, key: str) -> str | None:
     return None
 
 
-def _sha256_file(path, hasher):
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            hasher.update(chunk)
-    return hasher
-
-
-class _Tee:
-    """Feeds every copied chunk to a hash and (optionally) a record counter."""
-
-    def __init__(self, *sinks):
-        self.sinks = [s for s in sinks if s is not None]
-
-    def update(self, chunk: bytes) -> None:
-        for sink in self.sinks:
-            sink.update(chunk)
-
-
 class Stager:
     """Stages the raw files of one run of one dataset."""
 
@@ -110,13 +92,8 @@ class Stager:
         self.tables = None
         self._snapshot_table = None
         self.run_id = context.run.run_id
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.fallback_version = int(context.instance.get_run_record_by_id(
             self.run_id).create_timestamp.timestamp() * 1e9) if context.instance else time.time_ns()
-
-    def close(self) -> None:
-        """Stop the hashing thread (a hash still running is for a file that failed)."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _tables(self, eff: Contract):
         if self.tables is None:
@@ -149,49 +126,20 @@ class Stager:
             record.reason = f"version {committed} is already committed (this run has {version})"
             return self._save(record)
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
-            local = work / name
-            # The hash (and the independent record count) are of exactly the bytes cleaned:
-            # the local copy. A key committed before is hashed while it is copied, so an
-            # identical re-upload is skipped before any cleaning; a new key is hashed while
-            # the engine cleans the copy (and the engine counts its records itself).
-            known = st.read_ledger(self.lake, ds, key) is not None
-            hasher = hashlib.sha256()
-            counter = counter_for(self.contract) \
-                if known and _compression(local, self.contract) == "none" else None
             try:
-                info = self.raw.fetch(rk, local, signature=wanted.signature if wanted else None,
-                                      hasher=_Tee(hasher, counter) if known else None)
-            except VersionChanged as e:
-                record.status, record.reason = st.SUPERSEDED, str(e)
+                with self.raw.pinned(rk, work / name, signature=wanted.signature
+                                     if wanted else None) as pinned:
+                    result = self._clean(key, rk, pinned, record, work)
+                    pinned.verify()  # the bytes hashed and cleaned were this version's
+                    if result is None:
+                        return self._save(record)
+            except VersionChanged as e:  # nothing read of a version that changed is kept
+                record.status, record.reason, record.content_hash = st.SUPERSEDED, str(e), None
                 return self._save(record)
             except FileNotFoundError:
                 record.reason = f"raw/{rk} no longer exists"
                 return self._save(record)
-            record.signature = info.signature
-            hashing = None if known else self.pool.submit(_sha256_file, local, hasher)
-            record.content_hash = "sha256:" + hasher.hexdigest() if known else None
-            if known and self._unchanged(key, record.content_hash):
-                record.status = st.UNCHANGED
-                record.reason = "same content as the committed version"
-                return self._save(record)
-            try:
-                eff = effective_contract(self.contract, self.lake, sample=local, scratch=work,
-                                         log=self.context.log)
-                data_table, rejected_table = self._tables(eff)
-                result = clean_file(local, eff, work / "out", source_key=rk,
-                                    field_ids=field_ids(data_table.schema()),
-                                    rejected_field_ids=field_ids(rejected_table.schema()),
-                                    constants={SOURCE_KEY: ("VARCHAR", key),
-                                               SOURCE_VERSION: ("BIGINT", version)},
-                                    source_records=records_from_counter(counter, eff)
-                                    if counter else None)
-            except (CleanError, UnicodeError) as e:
-                if hashing is not None:
-                    record.content_hash = "sha256:" + hashing.result().hexdigest()
-                record.reason = f"{type(e).__name__}: {e}"
-                return self._save(record)
-            if hashing is not None:
-                record.content_hash = "sha256:" + hashing.result().hexdigest()
+            eff, data_table = result.eff, result.data_table
             crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):
@@ -215,6 +163,46 @@ class Stager:
                 f"{result.rows_rejected} rejected, {result.seconds:.2f}s: {record.status}"
                 + (f" ({record.reason})" if record.reason else ""))
             return self._save(record)
+
+    def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work):
+        """Hash and clean the pinned file into `work`; returns the CleanResult (with the
+        effective contract and data table as `eff`, `data_table`), or None with `record` saying
+        why there is nothing to stage (same content as committed, or unreadable).
+
+        The hash and the independent record count are of exactly the bytes cleaned, in one
+        read. A key committed before is hashed first, so an identical re-upload is skipped
+        before any cleaning; a new key is hashed while the engine cleans it.
+        """
+        local, hasher = pinned.path, hashlib.sha256()
+        record.signature = pinned.info.signature
+        counted = index = None
+        if st.read_ledger(self.lake, self.contract.name, key) is not None:
+            counted, index = scan_source(local, self.contract, _compression(local, self.contract),
+                                         hasher=hasher)
+            record.content_hash = "sha256:" + hasher.hexdigest()
+            if self._unchanged(key, record.content_hash):
+                record.status = st.UNCHANGED
+                record.reason = "same content as the committed version"
+                return None
+        try:
+            eff = effective_contract(self.contract, self.lake, sample=local, scratch=work,
+                                     log=self.context.log)
+            data_table, rejected_table = self._tables(eff)
+            result = clean_file(local, eff, work / "out", source_key=rk,
+                                field_ids=field_ids(data_table.schema()),
+                                rejected_field_ids=field_ids(rejected_table.schema()),
+                                constants={SOURCE_KEY: ("VARCHAR", key),
+                                           SOURCE_VERSION: ("BIGINT", record.version)},
+                                source_records=counted, line_index=index,
+                                hasher=hasher if counted is None else None)
+        except (CleanError, UnicodeError) as e:
+            if counted is None:  # clean_file finished hashing before it raised
+                record.content_hash = "sha256:" + hasher.hexdigest()
+            record.reason = f"{type(e).__name__}: {e}"
+            return None
+        record.content_hash = "sha256:" + hasher.hexdigest()
+        result.eff, result.data_table = eff, data_table
+        return result
 
     def _committed_version(self, key: str) -> int | None:
         """The committed version of `key` as of this run's start (the commit re-checks)."""
@@ -318,10 +306,7 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
     def cleaned(context: dg.AssetExecutionContext, config: IngestConfig,
                 storage: StorageResource, catalog: CatalogResource, scratch: ScratchResource):
         stager = Stager(context, contract, storage, catalog, scratch, config)
-        try:
-            recs = [stager.stage(k) for k in context.partition_keys]
-        finally:
-            stager.close()
+        recs = [stager.stage(k) for k in context.partition_keys]
         yield dg.MaterializeResult(metadata=_summary(recs))
         yield from check_results(key, recs)
 

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from ..contracts import EXTENSIONS, Column, Contract, contract_type_from_duckdb, normalize_names
-from ..records import source_records as count_records
+from ..records import LineIndex, _feed, scan_source
 from ..sql import quote_literal as _lit
 from .base import (
     PARQUET_CODEC,
@@ -98,12 +98,17 @@ def clean_file(
     rejected_field_ids: dict[str, int] | None = None,
     constants: dict[str, tuple[str, Any]] | None = None,
     source_records: int | None = None,
+    line_index: LineIndex | None = None,
+    hasher=None,
 ) -> CleanResult:
     """Parse `path` per `contract` into staged Parquet under `staging`.
 
     Returns a CleanResult listing the staged cleaned files (with their hive sub-folder), the
     staged rejected file (or None) and the row counts. Raises CleanError when the file cannot be
     processed at all. The contract must have columns (infer them first for inferred datasets).
+    A caller that counted the records (`source_records`) may pass the count's `line_index`.
+    `hasher` (a hashlib object), when given, is fed the file's bytes by the record count's read
+    of them (one read for both); it is complete when this returns, also on CleanError.
     """
     if not contract.columns:
         raise ValueError("clean_file needs a contract with columns; call infer_columns first")
@@ -124,24 +129,39 @@ def clean_file(
     # The raw file's records are counted by an independent scan, concurrently with the parse.
     # (A caller that counted them while copying the file passes `source_records` instead.)
     counter = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    counted = counter.submit(count_records, path, contract, compression) \
-        if source_records is None else None
+    if source_records is None:
+        counted = counter.submit(scan_source, path, contract, compression, hasher=hasher)
+    else:
+        counted = counter.submit(_feed, path, hasher) if hasher is not None else None
+
+    def index_of_lines():
+        """The counter's line index (waiting for it), for mapping rejects to lines; None
+        when there is none (the mapping then reads the file itself)."""
+        if source_records is not None:
+            return line_index
+        if counted is None or counted.exception() is not None:
+            return None
+        return counted.result()[1]
+
     con = _connect(staging, memory_limit=memory_limit, threads=threads)
     try:
         # Timestamps written without an offset are read in the contract's zone.
         con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
         spec = OutputSpec(field_ids, rejected_field_ids, dict(constants or {}))
         if fmt.type == "csv":
-            result = _clean_csv(con, path, contract, staging, source_key, compression, spec)
+            result = _clean_csv(con, path, contract, staging, source_key, compression, spec,
+                                index_of_lines)
         else:
             result = _clean_typed_cast(con, path, contract, staging, source_key, compression,
                                        spec)
     finally:
         con.close()
         counter.shutdown(wait=True)
+        if hasher is not None and counted is not None and counted.exception() is not None:
+            raise counted.exception()  # the hash would be of part of the file: never record it
     result.bytes_in = bytes_in
     try:
-        result.source_records = counted.result() if counted else source_records
+        result.source_records = counted.result()[0] if source_records is None else source_records
     except Exception:  # noqa: BLE001 - uncounted fails the reconciliation audit, loudly
         result.source_records = None
     result.seconds = time.perf_counter() - t0

@@ -119,7 +119,7 @@ def _concat_when(rules, pick) -> str:
 
 
 def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: str,
-               compression: str, spec: OutputSpec) -> CleanResult:
+               compression: str, spec: OutputSpec, line_index=lambda: None) -> CleanResult:
     fmt = contract.format
     head = _sniff_text(path, compression, contract)
     if fmt.header:
@@ -227,7 +227,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     # than a batch of them in memory, however many a file has.
     parse_file = write_parse_rejects(con, path, compression, contract, source_key,
                                      list(duck_cols), set(enforced),
-                                     staging / "parse_rejects.parquet")
+                                     staging / "parse_rejects.parquet", line_index)
     parse_rejects = _footer_rows(parse_file) if parse_file else 0
     parts = [parse_file] if parse_file else []
 

@@ -2,9 +2,10 @@
 
 A file can have as many rejected rows as it has rows (a systematic type error in a 100 GB file),
 so nothing here holds the rejects in memory: DuckDB's reject table is read in batches in line
-order, each batch's byte positions are mapped to physical lines by one forward pass over the
-file, and the rows are appended to a Parquet file that DuckDB reads back when it writes the
-final rejected file.
+order, each batch's byte positions are mapped to physical lines by a forward pass over the file
+(with the record counter's line index, a pass over at most a MiB before each rejected line), and
+the rows are appended to a Parquet file that DuckDB reads back when it writes the final
+rejected file.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..contracts import Contract
+from ..records import LineIndex
 from .base import _csv_reader
 
 BATCH = 50_000
@@ -29,20 +31,28 @@ REJECT_ARROW = pa.schema([("source_key", pa.string()), ("line", pa.int64()),
 
 class LineMapper:
     """Maps nondecreasing byte offsets of the (decompressed) file to 1-based physical lines,
-    counting each byte once."""
+    counting each byte once; with a `LineIndex` of the file, it skips ahead to the index mark
+    before an offset instead of reading the bytes between."""
 
-    def __init__(self, path: Path, compression: str):
+    def __init__(self, path: Path, compression: str, index: LineIndex | None = None):
         self.f = (gzip.open if compression == "gzip" else open)(path, "rb")
+        self.index = index if compression != "gzip" else None
+        self.read_size = index.step if self.index else 1 << 22
         self.chunk, self.start = b"", 0
         self.pos, self.line = 0, 1  # an offset already mapped, and its line
 
     def line_of(self, offset: int) -> int:
+        if self.index is not None and offset >= self.start + len(self.chunk):
+            mark, newlines = self.index.seek_point(offset)
+            if mark > max(self.pos, self.start + len(self.chunk)):
+                self.f.seek(mark)
+                self.chunk, self.start, self.pos, self.line = b"", mark, mark, 1 + newlines
         while offset >= self.start + len(self.chunk):
             rel = max(self.pos - self.start, 0)
             self.line += self.chunk.count(b"\n", rel)
             self.start += len(self.chunk)
             self.pos = self.start
-            self.chunk = self.f.read(1 << 22)
+            self.chunk = self.f.read(self.read_size)
             if not self.chunk:
                 return self.line  # past the end: the last line
         if offset > self.pos:
@@ -92,7 +102,8 @@ def _batches(con, sql: str) -> Iterator[list[tuple]]:
 
 
 def write_parse_rejects(con, path: Path, compression: str, contract: Contract, source_key: str,
-                        columns: list[str], enforced: set[str], out: Path) -> Path | None:
+                        columns: list[str], enforced: set[str], out: Path,
+                        index: Callable[[], LineIndex | None] = lambda: None) -> Path | None:
     """One rejected row per line DuckDB's reader refused, with its physical line number,
     streamed into `out` (Parquet, in line order); returns it, or None without rejects.
 
@@ -102,11 +113,15 @@ def write_parse_rejects(con, path: Path, compression: str, contract: Contract, s
     """
     fmt = contract.format
     markers = set(fmt.null_markers)
-    mapper, writer = LineMapper(path, compression), RejectWriter(out)
+    writer = RejectWriter(out)
+    mapper: LineMapper | None = None
     entry: dict | None = None
     current = None
 
     def emit(e: dict) -> None:
+        nonlocal mapper
+        if mapper is None:  # the first reject: only now wait for the counter's index
+            mapper = LineMapper(path, compression, index())
         writer.add((source_key, mapper.line_of(e["pos"]), ", ".join(dict.fromkeys(e["types"])),
                     ", ".join(dict.fromkeys(e["columns"])) or None,
                     "; ".join(dict.fromkeys(e["reasons"])), e["raw"]))
@@ -141,7 +156,8 @@ def write_parse_rejects(con, path: Path, compression: str, contract: Contract, s
         if entry is not None:
             emit(entry)
     finally:
-        mapper.close()
+        if mapper is not None:
+            mapper.close()
     return writer.close()
 
 

@@ -14,9 +14,10 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -55,6 +56,21 @@ class ObjectInfo:
 
 class VersionChanged(Exception):
     """The object is no longer the version that was asked for."""
+
+
+@dataclasses.dataclass
+class Pinned:
+    """A local file holding exactly one version of an object (`info`) while its context lasts."""
+
+    path: Path
+    info: ObjectInfo
+    check: Callable[[], None] | None = None
+
+    def verify(self) -> None:
+        """Raise VersionChanged if the bytes at `path` may not have been `info`'s all along
+        (a file read in place that was written to or replaced meanwhile)."""
+        if self.check is not None:
+            self.check()
 
 
 class ReadOnlyError(PermissionError):
@@ -99,6 +115,13 @@ class ObjectStore(abc.ABC):
         another one; `dest` is then left absent, never partial. `hasher` (a hashlib object),
         when given, is fed exactly the bytes copied, in the same pass."""
 
+    @contextlib.contextmanager
+    def pinned(self, key: str, dest: Path, *, signature: str | None = None) -> Iterator[Pinned]:
+        """Context manager yielding a local file with one version of the object: a copy at
+        `dest` (fetched as `fetch` does), or the object itself where the store can vouch for it
+        (call `verify()` after the last read). Raises like `fetch`."""
+        yield Pinned(dest, self.fetch(key, dest, signature=signature))
+
     @abc.abstractmethod
     def put_file(self, local: Path, key: str, *, move: bool = False) -> None:
         """Store a local file at `key` atomically: readers see the old or the new object.
@@ -129,6 +152,25 @@ class ObjectStore(abc.ABC):
     def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError(f"{self.uri()} is read-only: raw data is never modified")
+
+
+_PATTERN = re.compile(r"[*?\[\]{}\\]")
+
+
+def _copy(src, out) -> None:
+    """Copy in the kernel (no pass through user space), or by chunks where it cannot."""
+    try:
+        left = os.fstat(src.fileno()).st_size
+        while left > 0:
+            n = os.copy_file_range(src.fileno(), out.fileno(), left)
+            if n == 0:
+                break
+            left -= n
+    except OSError:  # a file system without it: start over, by chunks
+        src.seek(0)
+        out.seek(0)
+        out.truncate()
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def _clean_key(key: str) -> str:
@@ -212,6 +254,30 @@ class LocalObjectStore(ObjectStore):
     def open_read(self, key: str) -> io.RawIOBase:
         return open(self._path(key), "rb", buffering=0)
 
+    @contextlib.contextmanager
+    def pinned(self, key: str, dest: Path, *, signature: str | None = None) -> Iterator[Pinned]:
+        # Read in place, no copy: the kernel sets a file's ctime on every write, rename and
+        # timestamp change, so the same inode with the same size, mtime and ctime after the
+        # last read means the bytes read were this version's. A path a SQL engine would take
+        # for a glob pattern is copied to `dest` (a plain name) instead.
+        key = _clean_key(key)
+        path = self._path(key)
+        if _PATTERN.search(str(path)):
+            with super().pinned(key, dest, signature=signature) as copy:
+                yield copy
+            return
+        info = self.stat(key)
+        if info is None:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist")
+        if signature is not None and info.signature != signature:
+            raise VersionChanged(f"{self.uri(key)} changed since it was seen")
+
+        def check() -> None:
+            if self.stat(key) != info:
+                raise VersionChanged(f"{self.uri(key)} changed while it was read")
+
+        yield Pinned(path, info, check)
+
     def fetch(self, key: str, dest: Path, *, signature: str | None = None,
               hasher=None) -> ObjectInfo:
         # The open file (fstat) is the version copied; the path (stat) must still name it after
@@ -223,7 +289,7 @@ class LocalObjectStore(ObjectStore):
                 raise VersionChanged(f"{self.uri(key)} changed since it was seen")
             with open(tmp, "wb") as out:
                 if hasher is None:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                    _copy(src, out)
                 else:
                     while chunk := src.read(1 << 22):
                         hasher.update(chunk)
