@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 import zipfile
 from pathlib import Path
@@ -25,7 +26,8 @@ EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "TIFF": "tif", "GIF": "gif",
 def picture(mode: str = "RGB", size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
     """An image in `mode` with real structure (gradients, noise, varying alpha)."""
     r = Image.linear_gradient("L").resize(size)
-    g = Image.effect_noise(size, 40 + seed).convert("L")
+    # Seeded noise, not Image.effect_noise: the same seed must give the same bytes.
+    g = Image.frombytes("L", size, random.Random(seed).randbytes(size[0] * size[1]))
     b = r.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     rgb = Image.merge("RGB", (r, g, b))
     return {

@@ -40,6 +40,9 @@ _CHUNK = 1 * MiB
 # only known to within a buffer, so this much is added to them before judging a ratio. The
 # estimate errs low: a bomb is caught a few MiB later, a legitimate member is never accused.
 _GZIP_SLACK = 256 * 1024
+# Writers pad a tar to whole records after its end block (10 KiB by default, more with a large
+# blocking factor); anything longer is not padding.
+_MAX_TRAILING = 16 * MiB
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -362,17 +365,17 @@ def _iter_tar(path: Path, limits: Limits, *, gz: bool) -> Iterator[Member]:
             raise ArchiveError(f"{path.name}: truncated or corrupt after {budget.members} "
                                "members (no end-of-archive block)")
         if gz:
-            _drain(inner, path.name, limits)
+            _drain(inner, path.name)
 
 
-def _drain(stream: BinaryIO, name: str, limits: Limits) -> None:
+def _drain(stream: BinaryIO, name: str) -> None:
     """Read a gzip stream past the tar's end so its checksum and length trailer are verified."""
     n = 0
     try:
         while chunk := stream.read(_CHUNK):
             n += len(chunk)
-            if n > limits.max_member_bytes:
-                raise ArchiveError(f"{name}: {n} bytes of data after the end of the tar")
+            if n > _MAX_TRAILING:
+                raise ArchiveError(f"{name}: over {_MAX_TRAILING} bytes after the end of the tar")
     except _TAR_ERRORS as exc:
         raise ArchiveError(f"{name}: compressed stream corrupt or truncated after the tar's "
                            f"end: {exc}") from exc

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 
 import pyarrow as pa
 
-from .archives import ArchiveError, Limits, MemberError, archive_kind, iter_members
+from .archives import Limits, MemberError, archive_kind, iter_members, unsafe_name_reason
 from .probe import DEFAULT_MAX_PIXELS, probe_image
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp"})
@@ -131,9 +131,9 @@ def _archive_rows(path: Path, key: str, dataset_prefix_label: bool, labels: Mapp
         reason = member.reason or _extension_reason(member.name)
         if reason is not None:
             # Unsafe names say nothing trustworthy about labels or splits.
-            yield _unread_row(key, member.name, member.size, reason,
-                              None if member.reason else label,
-                              None if member.reason else _path_split([member.name, key]))
+            unsafe = unsafe_name_reason(member.name) is not None
+            yield _unread_row(key, member.name, member.size, reason, None if unsafe else label,
+                              None if unsafe else _path_split([member.name, key]))
             continue
         try:
             data = member.read()
