@@ -7,7 +7,6 @@ no file appears anywhere (inside the test's folder or at the paths hostile membe
 import os
 import tarfile
 import uuid
-import zipfile
 
 import pyarrow as pa
 import pytest

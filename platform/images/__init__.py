@@ -1,1 +1,1 @@
-"""Image datasets: safe archive reading, image probing and manifest rows (pure Python, no Dagster)."""
+"""Image datasets: safe archive reading, image probing and manifest rows (no Dagster)."""

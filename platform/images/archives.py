@@ -325,10 +325,11 @@ def _iter_tar(path: Path, limits: Limits, *, gz: bool) -> Iterator[Member]:
     budget = _Budget(limits, path.name)
     with contextlib.ExitStack() as stack:
         raw = stack.enter_context(open(path, "rb", buffering=0))
-        inner: BinaryIO = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")) if gz else raw
+        inner: BinaryIO = (stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+                           if gz else raw)
         rec = _Recorder(inner)
         try:
-            tf = stack.enter_context(tarfile.TarFile(fileobj=rec, mode="r"))  # type: ignore[arg-type]
+            tf = stack.enter_context(tarfile.TarFile(fileobj=rec, mode="r"))  # type: ignore
         except _TAR_ERRORS as exc:
             raise ArchiveError(f"{path.name}: not a readable tar (corrupt or truncated): "
                                f"{exc}") from exc

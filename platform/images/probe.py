@@ -7,7 +7,8 @@ The pixel count is checked against the caller's limit from the header, before an
 Pillow's own decompression-bomb warning is raised as an error inside this call only (the
 process-wide `Image.MAX_IMAGE_PIXELS` is left alone). The whole stream is decoded so that
 truncation is caught; JPEGs are decoded at 1/8 scale in the DCT domain, which still reads every
-entropy-coded byte at a fraction of the cost.
+entropy-coded byte at a fraction of the cost. Only the first frame of an animated or multi-page
+file is decoded: it is the one the tensor stage uses.
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFa
         try:
             img = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError:
-            return ImageFacts(**facts, valid=False, reason=_unknown_reason(data))
+            reason = _unknown_reason(data)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            return ImageFacts(**facts, valid=False, reason=f"too many pixels: {exc}")
+            reason = f"too many pixels: {exc}"
         except Exception as exc:  # noqa: BLE001 - plugins raise many types on hostile headers
-            return ImageFacts(**facts, valid=False, reason=f"corrupt or truncated file: {_describe(exc)}")
+            reason = f"corrupt or truncated file: {_describe(exc)}"
+        else:
+            reason = None
+        if reason is not None:
+            return ImageFacts(**facts, valid=False, reason=reason)
         with img:
             # Camera JPEGs with a multi-picture extension open as "MPO": they are JPEG files.
             facts.update(format="JPEG" if img.format == "MPO" else img.format, mode=img.mode,
