@@ -5,6 +5,7 @@ no file appears anywhere (inside the test's folder or at the paths hostile membe
 """
 
 import os
+import random
 import tarfile
 import uuid
 
@@ -13,8 +14,11 @@ import pytest
 
 from data_platform.images.archives import ArchiveError, Limits, MemberError, iter_members
 from data_platform.images.manifest import MANIFEST_SCHEMA, manifest_rows
+from data_platform.images.probe import probe_image
 
-from .image_samples import jpeg, png, tree, write_tar, write_zip, zip_symlink
+from .image_samples import (
+    FORMAT_MODES, encode, jpeg, picture, png, tree, write_tar, write_zip, zip_symlink,
+)
 
 MiB = 1 << 20
 
@@ -266,3 +270,51 @@ def test_truncated_archive_manifest_yields_rows_then_fails(work):
             rows.append(row)
     assert 1 <= len(rows) < 6
     assert all(r["valid"] for r in rows[:-1])
+
+
+# ------------------------------------------------------------------------------- robustness
+
+def test_unsupported_zip_version_is_an_archive_error(work):
+    path = write_zip(work / "v.zip", [("a.jpg", jpeg())])
+    raw = bytearray(path.read_bytes())
+    central = raw.find(b"PK\x01\x02")
+    raw[central + 6] = 99  # "version needed to extract": 9.9 (zipfile raises NotImplementedError)
+    path.write_bytes(bytes(raw))
+    got, error = read_all(path)
+    assert got == [] and "zip file version" in str(error)
+
+
+def mutations(data: bytes, rng: random.Random, n: int):
+    """Seeded damage: cuts at random points, and a few random bytes overwritten."""
+    for _ in range(n):
+        if rng.random() < 0.3:
+            yield data[:rng.randrange(len(data))]
+            continue
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        yield bytes(b)
+
+
+def test_damaged_archives_and_images_raise_only_our_errors(work):
+    """Found a zipfile NotImplementedError escaping once; every exception must be ours."""
+    rng = random.Random(7)
+    members = [(f"cat/{i}.jpg", jpeg(i)) for i in range(3)]
+    sources = {"zip": write_zip(work / "s.zip", members).read_bytes(),
+               "tar": write_tar(work / "s.tar", members, gz=False).read_bytes(),
+               "tgz": write_tar(work / "s.tgz", members, gz=True).read_bytes()}
+    outcomes = set()
+    for kind, data in sources.items():
+        for i, damaged in enumerate(mutations(data, rng, 150)):
+            path = work / f"d{i}.{kind}"
+            path.write_bytes(damaged)
+            got, error = read_all(path)  # anything but ArchiveError/MemberError fails here
+            outcomes.add(error is None)
+            path.unlink()
+    assert outcomes == {True, False}
+    images = [encode(picture(mode), fmt) for fmt, mode in FORMAT_MODES]
+    valid = []
+    for data in images:
+        for damaged in mutations(data, rng, 20):
+            valid.append(probe_image(damaged, max_pixels=1_000_000).valid)
+    assert True in valid and False in valid

@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import re
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -227,7 +228,8 @@ def _iter_zip(path: Path, limits: Limits) -> Iterator[Member]:
     budget = _Budget(limits, path.name)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError, struct.error) as exc:  # NotImplemented: "zip file version"
         raise ArchiveError(f"{path.name}: not a readable zip (corrupt or truncated): {exc}") \
             from exc
     with zf:
@@ -265,7 +267,7 @@ def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo,
             with zf.open(info) as stream:
                 data = _bounded_read(stream, limits, lambda: info.compress_size)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
-                NotImplementedError, RuntimeError) as exc:
+                NotImplementedError, RuntimeError, struct.error) as exc:
             # RuntimeError: zipfile's "password required"; NotImplementedError: unknown method.
             raise MemberError(f"corrupt or unsupported member data: {exc}") from exc
         if len(data) != info.file_size:
