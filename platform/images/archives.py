@@ -33,13 +33,12 @@ from typing import BinaryIO, Callable, Iterator
 MiB = 1 << 20
 GiB = 1 << 30
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-
 # Reads go in chunks so the caps are enforced while decompressing, not after.
 _CHUNK = 1 * MiB
 # gzip reads its compressed input ahead in buffers; the compressed bytes a tar.gz member used are
-# only known to within a buffer, so this much is added to them before judging a ratio. The
-# estimate errs low: a bomb is caught a few MiB later, a legitimate member is never accused.
+# only known to within a buffer, so this much is added to them before judging a ratio. The ratio
+# then errs low: a bomb is stopped after max_ratio x 256 KiB at most (25 MiB at 100), and a
+# legitimate member is never accused.
 _GZIP_SLACK = 256 * 1024
 # Writers pad a tar to whole records after its end block (10 KiB by default, more with a large
 # blocking factor); anything longer is not padding.
@@ -208,6 +207,10 @@ def _bounded_read(stream: BinaryIO, limits: Limits,
                                   f"(zip bomb?): {n} bytes from {compressed_so_far()}")
 
 
+def _too_large(size: int, limits: Limits) -> str:
+    return f"member too large: {size} bytes declared, cap {limits.max_member_bytes}"
+
+
 # ----------------------------------------------------------------------------------------- zip
 
 def _zip_type_reason(info: zipfile.ZipInfo) -> str | None:
@@ -243,8 +246,7 @@ def _iter_zip(path: Path, limits: Limits) -> Iterator[Member]:
                       or ("duplicate member name" if name in seen else None))
             seen.add(name)
             if reason is None and info.file_size > limits.max_member_bytes:
-                reason = f"member too large: {info.file_size} bytes declared, " \
-                         f"cap {limits.max_member_bytes}"
+                reason = _too_large(info.file_size, limits)
             ratio = info.file_size / max(1, info.compress_size)
             if (reason is None and info.file_size >= limits.ratio_floor_bytes
                     and ratio > limits.max_ratio):
@@ -299,8 +301,7 @@ class _Recorder:
         return self.inner.tell()
 
 
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError,
-               UnicodeDecodeError)
+_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, UnicodeDecodeError)
 
 
 def _tar_type_reason(ti: tarfile.TarInfo) -> str | None:
@@ -356,8 +357,7 @@ def _iter_tar(path: Path, limits: Limits, *, gz: bool) -> Iterator[Member]:
                       or ("duplicate member name" if ti.name in seen else None))
             seen.add(ti.name)
             if reason is None and ti.size > limits.max_member_bytes:
-                reason = f"member too large: {ti.size} bytes declared, " \
-                         f"cap {limits.max_member_bytes}"
+                reason = _too_large(ti.size, limits)
             if reason is not None:
                 yield Member(name, ti.size, reason)
                 continue
