@@ -1,0 +1,1 @@
+"""Image datasets: safe archive reading, image probing and manifest rows (no Dagster)."""
