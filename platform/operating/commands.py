@@ -42,11 +42,11 @@ def _source(url: str | None, required: bool = True):
 
     import dagster as dg
 
-    from ..definitions import build_definitions
-
     with warnings.catch_warnings():  # beta/preview notes are for code authors, not operators
         warnings.simplefilter("ignore", dg.BetaWarning)
         warnings.simplefilter("ignore", dg.PreviewWarning)
+        from ..definitions import build_definitions
+
         defs = build_definitions()
     return LocalSource(instance, defs)
 

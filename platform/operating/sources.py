@@ -37,8 +37,8 @@ class PartitionStatus:
 
 @dataclasses.dataclass
 class CheckEvaluation:
-    """One recorded evaluation of an asset check; `order` sorts evaluations and
-    materializations of the same source (storage ids locally, timestamps over GraphQL)."""
+    """One recorded evaluation of an asset check; `order` (its time) sorts it against
+    materializations."""
 
     asset: str
     check: str
@@ -136,8 +136,7 @@ class LocalSource(Source):
                 asset="/".join(asset), check=check, passed=data.passed,
                 severity=data.severity.value,
                 metadata={k: v.value for k, v in data.metadata.items()},
-                order=float(rec.event.storage_id) if hasattr(rec.event, "storage_id")
-                else float(rec.id), timestamp=event.timestamp, run_id=rec.run_id))
+                order=event.timestamp, timestamp=event.timestamp, run_id=rec.run_id))
         return out
 
     def materialized_order(self, asset, partitions):
@@ -145,9 +144,15 @@ class LocalSource(Source):
 
         if not partitions:
             return {}
+        key = dg.AssetKey(asset)
         ids = self.instance.event_log_storage.get_latest_storage_id_by_partition(
-            dg.AssetKey(asset), DagsterEventType.ASSET_MATERIALIZATION, partitions=set(partitions))
-        return {k: float(v) for k, v in ids.items()}
+            key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(partitions))
+        if not ids:
+            return {}
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())),
+            limit=len(ids)).records
+        return {r.partition_key: r.timestamp for r in records if r.partition_key}
 
 
 class GraphQLClient:

@@ -3,8 +3,9 @@ and what its asset checks last said of it. Shared by `backfill`, `check` and `st
 
 A check runs once per run over all of the run's files and names the files it failed (metadata
 `failed`, `warned`, `refused`, `problems`; `detail` names every file it looked at). So what a
-check says of one file is its newest evaluation that names the file, unless the file's table
-partition was materialized after it (a later run found it unchanged and did not re-audit it).
+check says of one file is its newest evaluation that names the file, unless that was an ERROR
+and the file's table partition was materialized after it (a later run found it unchanged and
+did not re-audit it).
 """
 
 from __future__ import annotations
@@ -110,8 +111,11 @@ def verdict(source: Source, asset: list[str], check: str, table_asset: list[str]
     errors, warnings = {}, {}
     for k in sorted(flagged):
         severity, reason, order = said[k]
-        if later.get(k, float("-inf")) > order:
-            continue  # committed after that evaluation: the verdict is stale
+        if severity == "ERROR" and later.get(k, float("-inf")) > order:
+            # An ERROR keeps a file out of the table, so a later materialization means a later
+            # run found it fine without naming it (unchanged content): the verdict is stale.
+            # A WARN does not block, so the file's own commit follows it in the same run.
+            continue
         (errors if severity == "ERROR" else warnings)[k] = reason
     return CheckVerdict("/".join(asset), check, errors, warnings,
                         evaluations[0] if evaluations else None)
