@@ -11,6 +11,7 @@ cannot be carried out (unknown dataset or partition, no instance, unreachable we
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -201,7 +202,7 @@ def add_parsers(sub) -> None:
                     help="follow the backfill; exit 1 if any file failed")
     bf.add_argument("--url", help="a deployed webserver (http://host:port) instead of the "
                                   "local instance in DAGSTER_HOME")
-    bf.add_argument("--interval", type=float, default=2.0, help=argparse_hidden())
+    bf.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
     bf.add_argument("--timeout", type=float, default=None,
                     help="with --wait: give up waiting after this many seconds")
     bf.set_defaults(func=_guarded(_cmd_backfill))
@@ -214,12 +215,6 @@ def add_parsers(sub) -> None:
     stat.add_argument("--url", help="read Dagster's side from a webserver (http://host:port)")
     stat.add_argument("--json", action="store_true")
     stat.set_defaults(func=_guarded(_cmd_status))
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def _guarded(command):
