@@ -4,6 +4,10 @@
     data-platform query "SELECT * FROM orders LIMIT 5" [--as-of "2026-11-22 10:00"]
     data-platform history DATASET [--rejected]
     data-platform rollback DATASET --to SNAPSHOT_ID
+    data-platform backfill DATASET (--all | --partitions K1,K2 | --failed | --missing)
+                           [--dry-run] [--wait] [--url http://host:port]
+    data-platform check [DATASET ...] [--json]
+    data-platform status [--url http://host:port] [--json]
 """
 
 import argparse
@@ -182,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("dataset")
     rollback.add_argument("--to", required=True, type=int, help="snapshot id (see history)")
     rollback.set_defaults(func=_cmd_rollback)
+    from .operating.commands import add_parsers
+
+    add_parsers(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

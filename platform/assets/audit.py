@@ -55,8 +55,12 @@ def _field_id(field: pa.Field) -> str | None:
 def audit_reconcile(source_records: int | None, data: list[pq.FileMetaData],
                     rejected: list[pq.FileMetaData]) -> AuditResult:
     """Records counted in the raw file == rows in the staged files + rows in the rejected file."""
-    written = sum(m.num_rows for m in data)
-    rejected_rows = sum(m.num_rows for m in rejected)
+    return reconcile_counts(source_records, sum(m.num_rows for m in data),
+                            sum(m.num_rows for m in rejected))
+
+
+def reconcile_counts(source_records: int | None, written: int, rejected_rows: int) -> AuditResult:
+    """`rows_reconcile` from counts: records in == rows written + rows rejected."""
     meta = {"source_records": source_records, "rows_written": written,
             "rows_rejected": rejected_rows}
     if source_records is None:
@@ -119,8 +123,13 @@ def audit_not_null(contract: Contract, data: list[pq.FileMetaData]) -> AuditResu
 def audit_rejected_share(contract: Contract, source_records: int | None,
                          rejected: list[pq.FileMetaData]) -> AuditResult:
     """Share of rejected records: WARN above the contract's warn threshold, ERROR above error."""
-    n = sum(m.num_rows for m in rejected)
-    share = n / source_records if source_records else 0.0
+    return rejected_share(contract, sum(m.num_rows for m in rejected), source_records)
+
+
+def rejected_share(contract: Contract, rejected_rows: int, records: int | None) -> AuditResult:
+    """`rejected_share` from counts: `rejected_rows` of `records` against the contract."""
+    n = rejected_rows
+    share = n / records if records else 0.0
     meta = {"rows_rejected": n, "share": round(share, 6)}
     if share > contract.rejected_share_error:
         return AuditResult("rejected_share", False, ERROR,
