@@ -6,9 +6,10 @@ key columns are read: the staged files in full, and the committed files whose ke
 the new keys' range (Iceberg column statistics prune the rest), so the cost follows the change
 for keys that grow with time (ids, timestamps) and never reads other columns.
 
-Exports are usually in key order: a single-column key that strictly increases through each
-staged file, in files whose ranges do not overlap, is unique without a hash table (one streamed
-pass, row group by row group); anything else, or committed rows in range, takes DuckDB's path.
+Most keys are one integer, date or timestamp column: up to SORT_ROWS new keys are proven unique
+by sorting them as int64 in memory (numpy's vectorized sort: ~0.4 s for 11 M keys, where
+DuckDB's distinct count took ~1.3 s). Other keys, more rows, nulls, duplicates (to name the
+files) or committed rows in range take DuckDB's path, which spills to disk.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import tempfile
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -28,6 +30,7 @@ from ..tables.commit import StagedVersion
 from ..tables.schema import SOURCE_KEY
 
 SAMPLE = 5
+SORT_ROWS = 32_000_000  # 256 MB of int64 keys
 MEMORY_LIMIT = "384MB"  # the key columns spill to a temp folder beyond this
 
 
@@ -72,7 +75,7 @@ def primary_key_conflicts(table: Table, go: list[StagedVersion], *, replaced: se
     any_null = " OR ".join(f"{_q(c)} IS NULL" for c in pk)
     nulls, dups, clash = [], [], []
     files = [p for s in go for p in s.files]
-    fast = _increasing(table, files, pk[0]) if len(pk) == 1 else None
+    fast = _sorted_unique(table, files, pk[0]) if len(pk) == 1 else None
     if fast is not None:
         n_new, lo, hi = fast
         if n_new == 0:
@@ -80,7 +83,7 @@ def primary_key_conflicts(table: Table, go: list[StagedVersion], *, replaced: se
         if not _committed_in_range(table, pk, lo, hi):
             return {}, {"new_rows": n_new, "committed_rows_compared": 0,
                         "committed_files_read": 0, "null_keys": 0, "duplicate_keys": 0,
-                        "method": "key order"}
+                        "method": "sorted in memory"}
     with tempfile.TemporaryDirectory(prefix="pk-") as tmp:
         con = duckdb.connect()
         try:
@@ -139,40 +142,36 @@ def _committed_in_range(table: Table, pk: tuple[str, ...], lo, hi) -> list[str]:
     return [t.file.file_path for t in scan.plan_files()]
 
 
-def _increasing(table: Table, paths: list[str], column: str) -> tuple[int, object, object] | None:
-    """(rows, min, max) of `column` over the files when it has no null and strictly increases
-    through each file and the files' ranges do not overlap (so every value is unique); None
-    when that is not so (or the column is of a type without an order)."""
-    ranges, rows = [], 0
+def _sorted_unique(table: Table, paths: list[str], column: str) -> tuple[int, object, object] | None:
+    """(rows, min, max) of an integer, date or timestamp `column` over the files when it has
+    no null and no value twice (found by sorting the column as int64, in memory: at most
+    SORT_ROWS rows); None when that is not so or cannot be decided here."""
+    parts, rows = [], 0
     for path in paths:
         with table.io.new_input(path).open() as stream:
-            pf = pq.ParquetFile(stream)
-            first = last = None
-            for batch in pf.iter_batches(batch_size=1 << 17, columns=[column]):
-                col = batch.column(0)
-                if col.null_count:
-                    return None
-                if not len(col):
-                    continue
-                try:
-                    rising = pc.greater(col.slice(1), col.slice(0, len(col) - 1))
-                    if len(col) > 1 and not pc.all(rising).as_py():
-                        return None
-                    if last is not None and not pc.greater(col[0], last).as_py():
-                        return None
-                except pa.ArrowNotImplementedError:
-                    return None
-                first = col[0] if first is None else first
-                last = col[-1]
-                rows += len(col)
-        if first is not None:
-            ranges.append((first.as_py(), last.as_py()))
-    ranges.sort(key=lambda r: r[0])
-    if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:])):
-        return None
-    if not ranges:
+            col = pq.read_table(stream, columns=[column]).column(0)
+        kind = col.type
+        if not (pa.types.is_integer(kind) or pa.types.is_date(kind)
+                or pa.types.is_timestamp(kind)) or col.null_count:
+            return None
+        rows += len(col)
+        if rows > SORT_ROWS:
+            return None
+        parts.append(col)
+    if not rows:
         return 0, None, None
-    return rows, ranges[0][0], ranges[-1][1]
+    values = np.empty(rows, np.int64)
+    at = 0
+    for col in parts:
+        for chunk in col.chunks:
+            width = pa.int32() if pa.types.is_date32(chunk.type) else pa.int64()
+            values[at:at + len(chunk)] = chunk.cast(width).to_numpy()
+            at += len(chunk)
+    values.sort()
+    if np.any(values[1:] == values[:-1]):
+        return None
+    bounds = pc.min_max(pa.chunked_array([c for col in parts for c in col.chunks]))
+    return rows, bounds["min"].as_py(), bounds["max"].as_py()
 
 
 def _old_rows(con, table: Table, paths: list[str], pk: tuple[str, ...],
