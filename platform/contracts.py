@@ -17,6 +17,14 @@ from typing import Any
 
 import yaml
 
+from .images.settings import (
+    ARCHIVE_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    MANIFEST_COLUMNS,
+    ImageSettings,
+    parse_image_settings,
+)
+
 CONTRACTS_DIR = Path(__file__).parent / "datasets"
 
 DEFAULT_NULL_MARKERS = ("", "NA", "N/A", "NULL", "null", "NaN")
@@ -27,6 +35,7 @@ EXTENSIONS = {
     "csv": (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz"),
     "jsonl": (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz"),
     "parquet": (".parquet", ".pq"),
+    "images": IMAGE_EXTENSIONS + ARCHIVE_EXTENSIONS,
 }
 _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
@@ -166,6 +175,7 @@ class Contract:
     rejected_share_warn: float = 0.01
     rejected_share_error: float = 0.10
     source_path: str | None = None
+    images: ImageSettings | None = None  # kind images only
 
     @property
     def inferred(self) -> bool:
@@ -209,6 +219,10 @@ class Contract:
             "rejected_share_warn": self.rejected_share_warn,
             "rejected_share_error": self.rejected_share_error,
         }
+        if self.images is not None:
+            d["images"] = self.images.to_dict()
+            d.pop("format")
+            d.pop("columns")
         return d
 
     def to_json(self) -> str:
@@ -224,7 +238,7 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
     if not isinstance(data, dict):
         raise _err(where, "a contract must be a mapping")
     known = {"name", "kind", "description", "format", "columns", "primary_key",
-             "partition_column", "checks"}
+             "partition_column", "checks", "images"}
     unknown = set(data) - known
     if unknown:
         raise _err(where, f"unknown keys {sorted(unknown)}")
@@ -234,6 +248,10 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
     kind = data.get("kind", "table")
     if kind not in KINDS:
         raise _err(where, f"kind {kind!r} must be one of {KINDS}")
+    if kind == "images":
+        return _image_contract(data, name, where)
+    if "images" in data:
+        raise _err(where, "images settings are for kind images")
 
     fmt_raw = data.get("format") or {}
     if not isinstance(fmt_raw, dict):
@@ -308,6 +326,16 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
     elif pk or pcol:
         raise _err(where, "primary_key and partition_column need declared columns")
 
+    warn, error = _thresholds(data, where)
+
+    return Contract(
+        name=name, kind=kind, description=str(data.get("description", "")), format=fmt,
+        columns=tuple(columns), primary_key=tuple(pk), partition_column=pcol,
+        rejected_share_warn=warn, rejected_share_error=error, source_path=where,
+    )
+
+
+def _thresholds(data: dict, where: str) -> tuple[float, float]:
     checks = data.get("checks") or {}
     if not isinstance(checks, dict) or set(checks) - {"rejected_share_warn",
                                                       "rejected_share_error"}:
@@ -319,14 +347,26 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
         raise _err(where, "checks thresholds must be numbers between 0 and 1") from None
     if not (0 <= warn <= error <= 1):
         raise _err(where, "checks need 0 <= rejected_share_warn <= rejected_share_error <= 1")
-    if kind == "images":
-        raise _err(where, "kind images is not supported yet; only table datasets are")
+    return warn, error
 
+
+def _image_contract(data: dict, name: str, where: str) -> Contract:
+    """An image dataset: its columns are the manifest's; `checks` thresholds apply to the
+    share of invalid images."""
+    for key in ("format", "columns", "primary_key", "partition_column"):
+        if key in data:
+            raise _err(where, f"{key} is not set for kind images (the manifest's columns are "
+                              "fixed; see the images section)")
+    try:
+        images = parse_image_settings(data.get("images"))
+    except ValueError as e:
+        raise _err(where, str(e)) from None
+    warn, error = _thresholds(data, where)
     return Contract(
-        name=name, kind=kind, description=str(data.get("description", "")), format=fmt,
-        columns=tuple(columns), primary_key=tuple(pk), partition_column=pcol,
-        rejected_share_warn=warn, rejected_share_error=error, source_path=where,
-    )
+        name=name, kind="images", description=str(data.get("description", "")),
+        format=FileFormat(type="images", compression="none"),
+        columns=tuple(Column(n, t, nullable) for n, t, nullable in MANIFEST_COLUMNS),
+        rejected_share_warn=warn, rejected_share_error=error, source_path=where, images=images)
 
 
 def load_contract(path: Path) -> Contract:

@@ -77,7 +77,9 @@ def local_name(contract: Contract, key: str) -> str | None:
     for ext in sorted(EXTENSIONS[contract.format.type], key=len, reverse=True):
         if lower.endswith(ext):
             return f"source{ext}"
-    return None
+    # An image dataset describes whatever it is given: a file that is no image is an invalid
+    # row of its manifest, not an unreadable partition.
+    return "source" if contract.kind == "images" else None
 
 
 class Stager:
@@ -152,8 +154,7 @@ class Stager:
                 record.rejected_files.append(self.lake.uri(k))
             record.source_records = result.source_records
             record.rows_written, record.rows_rejected = result.rows_written, result.rows_rejected
-            audits = audit_staged(data_table.io, eff, arrow_schema(data_table.schema()),
-                                  result.source_records, record.data_files, record.rejected_files)
+            audits = self._audits(eff, data_table, result, record)
             record.audit = {a.name: a.to_dict() for a in audits}
             failed = [a for a in audits if a.blocks()]
             record.status = st.FAILED if failed else st.STAGED
@@ -163,6 +164,11 @@ class Stager:
                 f"{result.rows_rejected} rejected, {result.seconds:.2f}s: {record.status}"
                 + (f" ({record.reason})" if record.reason else ""))
             return self._save(record)
+
+    def _audits(self, eff: Contract, data_table, result, record: st.StagingRecord) -> list:
+        """The per-file audits of the staged files (see assets/audit.py)."""
+        return audit_staged(data_table.io, eff, arrow_schema(data_table.schema()),
+                            result.source_records, record.data_files, record.rejected_files)
 
     def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work):
         """Hash and clean the pinned file into `work`; returns the CleanResult (with the
@@ -277,6 +283,14 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                         raw_asset_key: dg.AssetKey) -> dg.AssetsDefinition:
     ds = contract.name
     key = dg.AssetKey(["cleaned", ds])
+    if contract.kind == "images":
+        from .manifest import ImageStager as stager_cls
+
+        what = (f"The manifest of {ds}: one row per image of each upload (an image or an "
+                "archive), invalid ones with the reason; staged and audited")
+    else:
+        stager_cls = Stager
+        what = f"Typed Parquet of {ds}, staged and audited"
     specs = [dg.AssetCheckSpec(name, asset=key, description=desc) for name, desc in (
         (READABLE, "The raw file can be read at all (not empty, binary, wrong header or "
                    "extension)."),
@@ -295,17 +309,17 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=ds,
-        kinds={"duckdb", "parquet"},
+        kinds={"duckdb", "parquet"} if contract.kind == "table" else {"pillow", "parquet"},
         check_specs=specs,
         description=(
-            f"Typed Parquet of {ds}, staged and audited: one partition per raw file. Staged "
-            "files are invisible to readers until table/{ds} commits the ones that passed."
+            f"{what}: one partition per raw file. Staged files are invisible to readers until "
+            f"table/{ds} commits the ones that passed."
         ),
         metadata={"contract": dg.MetadataValue.json(contract.to_dict())},
     )
     def cleaned(context: dg.AssetExecutionContext, config: IngestConfig,
                 storage: StorageResource, catalog: CatalogResource, scratch: ScratchResource):
-        stager = Stager(context, contract, storage, catalog, scratch, config)
+        stager = stager_cls(context, contract, storage, catalog, scratch, config)
         recs = [stager.stage(k) for k in context.partition_keys]
         yield dg.MaterializeResult(metadata=_summary(recs))
         yield from check_results(key, recs)
