@@ -60,9 +60,12 @@ class StepErrorCapture:
         if not self.step_error:
             return launcher_error
         name = self.step_error.get("name") or "Error"
-        message = self.step_error.get("message") or ""
+        # Pipes formats the message as Python prints the exception's last line ("Name: text").
+        message = (self.step_error.get("message") or "").strip()
+        if not message.startswith(name):
+            message = f"{name}: {message}" if message else name
         return StepFailed(
-            description=f"step {step} failed: {name}: {message}".rstrip(": "),
+            description=f"step {step} failed: {message}",
             metadata={
                 "step": step,
                 "launcher error": str(launcher_error),
