@@ -1,4 +1,5 @@
-"""The Definitions: every dataset's assets, checks and job, the sensor, and one resource set.
+"""The Definitions: every dataset's assets, checks and job, the sensor, and one resource set
+(storage, catalog, scratch, compute).
 
 PLATFORM_ENV (default `local`) picks the resource set; it is the only variable read here. Nothing
 touches storage or the network while this module loads.
@@ -13,8 +14,12 @@ from data_platform.assets import build_dataset
 from data_platform.contracts import load_contracts
 from data_platform.maintenance import build_maintenance
 from data_platform.resources import (
+    AwsCompute,
+    BatchCompute,
     DuckDBCatalog,
+    ECSCompute,
     GlueCatalog,
+    LocalCompute,
     LocalScratch,
     LocalStorage,
     S3Storage,
@@ -25,7 +30,9 @@ from data_platform.sensors import build_raw_uploads_sensor
 def resources_for(env: str) -> dict:
     """Return the resource set for `env`; raises ValueError for an unknown environment."""
     if env == "local":
-        return {"storage": LocalStorage(), "catalog": DuckDBCatalog(), "scratch": LocalScratch()}
+        # LocalCompute: a subprocess, or in-process when PLATFORM_COMPUTE says so at run time.
+        return {"storage": LocalStorage(), "catalog": DuckDBCatalog(), "scratch": LocalScratch(),
+                "compute": LocalCompute()}
     if env == "aws":
         scratch = dg.EnvVar("PLATFORM_SCRATCH_DIR")
         return {
@@ -35,8 +42,26 @@ def resources_for(env: str) -> dict:
                                    workgroup=dg.EnvVar("PLATFORM_ATHENA_WORKGROUP"),
                                    output_url=dg.EnvVar("PLATFORM_ATHENA_OUTPUT_URL")),
             "scratch": LocalScratch(scratch_dir=scratch),
+            "compute": aws_compute(),
         }
     raise ValueError(f"PLATFORM_ENV={env!r} is not supported; expected 'local' or 'aws'")
+
+
+def aws_compute() -> AwsCompute:
+    """Return Batch and ECS launchers configured from the deploy's variables (read at run time);
+    PLATFORM_COMPUTE picks one."""
+    messages = {"messages_bucket": dg.EnvVar("PLATFORM_PIPES_BUCKET"),
+                "messages_prefix": dg.EnvVar("PLATFORM_PIPES_PREFIX")}
+    return AwsCompute(
+        launcher=dg.EnvVar("PLATFORM_COMPUTE"),
+        batch=BatchCompute(job_queue=dg.EnvVar("PLATFORM_BATCH_JOB_QUEUE"),
+                           job_definition=dg.EnvVar("PLATFORM_BATCH_JOB_DEFINITION"), **messages),
+        ecs=ECSCompute(cluster=dg.EnvVar("PLATFORM_ECS_CLUSTER"),
+                       task_definition=dg.EnvVar("PLATFORM_ECS_TASK_DEFINITION"),
+                       container_name=dg.EnvVar("PLATFORM_ECS_CONTAINER"),
+                       subnets=dg.EnvVar("PLATFORM_ECS_SUBNETS"),
+                       security_groups=dg.EnvVar("PLATFORM_ECS_SECURITY_GROUPS"), **messages),
+    )
 
 
 def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.Definitions:

@@ -2,12 +2,13 @@
 
 Heavy steps (the tensor step) are submitted here through Dagster Pipes (PipesBatchClient): the run
 names the job queue and definition from PLATFORM_BATCH_JOB_QUEUE / PLATFORM_BATCH_JOB_DEFINITION,
-passes the command, and reads the job's messages and logs from CloudWatch.
+passes the Pipes bootstrap variables and the command (the definition's own command is the same
+entry point), and reads the job's messages from S3 (PLATFORM_PIPES_BUCKET) or CloudWatch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aws_cdk as cdk
@@ -34,6 +35,7 @@ class FargateBatchQueue(Construct):
         image: ecs.ContainerImage,
         job_role: iam.IRole,
         max_vcpus: int,
+        command: Sequence[str],
         environment: Mapping[str, str],
         scratch: efs.IFileSystem,
         scratch_access_point: efs.IAccessPoint,
@@ -75,6 +77,7 @@ class FargateBatchQueue(Construct):
             cpu=vcpus,
             memory=cdk.Size.gibibytes(memory_gib),
             job_role=job_role,
+            command=list(command),
             environment=dict(environment),
             assign_public_ip=False,
             fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,

@@ -60,9 +60,23 @@ def grant_catalog(role: iam.IRole, *, database: str, workgroup: str, write: bool
     )
 
 
-def grant_batch_jobs(role: iam.IRole, *, job_queue_arn: str, job_definition_name: str) -> None:
-    """Submit jobs of one definition to one queue, follow them and stop them (Dagster Pipes)."""
+def grant_batch_jobs(
+    role: iam.IRole,
+    *,
+    job_queue_arn: str,
+    job_definition_name: str,
+    job_tag_key: str,
+    job_tag_value: str,
+) -> None:
+    """Submit jobs of one definition to one queue, follow them and stop them (Dagster Pipes).
+
+    Job ids are random, so "the jobs of this queue" is expressed by a tag: the client tags every
+    job it submits with `job_tag_key=job_tag_value` (the tag is set on submission, which IAM
+    authorizes as TagResource with that request tag), and may terminate only jobs carrying it.
+    DescribeJobs has no resource-level permissions: '*' is its only resource.
+    """
     stack = cdk.Stack.of(role)
+    jobs = stack.format_arn(service="batch", resource="job", resource_name="*")
     role.add_to_principal_policy(
         iam.PolicyStatement(
             sid="SubmitToPlatformBatchQueue",
@@ -82,9 +96,18 @@ def grant_batch_jobs(role: iam.IRole, *, job_queue_arn: str, job_definition_name
     )
     role.add_to_principal_policy(
         iam.PolicyStatement(
-            sid="StopAndTagBatchJobs",
-            actions=["batch:TerminateJob", "batch:TagResource"],
-            resources=[stack.format_arn(service="batch", resource="job", resource_name="*")],
+            sid="TagPlatformBatchJobsOnSubmit",
+            actions=["batch:TagResource"],
+            resources=[jobs],
+            conditions={"StringEquals": {f"aws:RequestTag/{job_tag_key}": job_tag_value}},
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="StopPlatformBatchJobs",
+            actions=["batch:TerminateJob"],
+            resources=[jobs],
+            conditions={"StringEquals": {f"aws:ResourceTag/{job_tag_key}": job_tag_value}},
         )
     )
     role.add_to_principal_policy(

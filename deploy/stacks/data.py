@@ -33,6 +33,7 @@ RAW_PREFIX = "raw"
 LAKE_PREFIX = "lake"
 ATHENA_RESULTS_PREFIX = "athena-results"
 COMPUTE_LOGS_PREFIX = "compute-logs"  # dagster.yaml: compute_logs.config.prefix
+PIPES_PREFIX = "pipes"  # PLATFORM_PIPES_PREFIX: Dagster Pipes message chunks of heavy steps
 TMP_PREFIX = "tmp"
 DB_NAME = "dagster"
 DB_USERNAME = "dagster"
@@ -116,6 +117,12 @@ class DataStack(cdk.Stack):
                     id="expire-athena-results",
                     prefix=f"{ATHENA_RESULTS_PREFIX}/",
                     expiration=cdk.Duration.days(30),
+                ),
+                # Read by the run while its step runs; kept a week for debugging, no longer.
+                s3.LifecycleRule(
+                    id="expire-pipes-messages",
+                    prefix=f"{PIPES_PREFIX}/",
+                    expiration=cdk.Duration.days(7),
                 ),
                 s3.LifecycleRule(
                     id="expire-compute-logs",

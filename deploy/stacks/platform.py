@@ -3,7 +3,9 @@
 Three Fargate services run the same image: the webserver (behind the load balancer), the daemon
 (schedules, sensors, run queue, run monitoring) and the code location (gRPC, found through Cloud
 Map). The daemon launches each run as a task of the run task definition (EcsRunLauncher, see
-deploy/dagster.yaml); heavy steps go to the AWS Batch queue through Dagster Pipes.
+deploy/dagster.yaml); heavy steps go through Dagster Pipes to the AWS Batch queue or, with
+`-c compute_launcher=ecs`, to one-off tasks of the step task definition. Both run the same entry
+point (`python -m data_platform.compute.entry`) with the same role, network and scratch.
 
 Every service and the runs have their own task role, granted only what that process does.
 """
@@ -35,11 +37,13 @@ from stacks.data import (
     DB_NAME,
     DB_USERNAME,
     LAKE_PREFIX,
+    PIPES_PREFIX,
     RAW_PREFIX,
     DataStack,
     bucket_names,
 )
 from stacks.settings import (
+    BATCH_JOB_TAG,
     CODE_LOCATION_SERVICE_NAME,
     CODE_SERVER_COMMAND,
     CODE_SERVER_HEALTH_CHECK,
@@ -48,6 +52,8 @@ from stacks.settings import (
     RUN_CONTAINER_NAME,
     SCRATCH_MOUNT_PATH,
     SERVICE_DISCOVERY_NAMESPACE,
+    STEP_COMMAND,
+    STEP_CONTAINER_NAME,
     WEBSERVER_COMMAND,
     WEBSERVER_PORT,
     DeploySettings,
@@ -87,6 +93,7 @@ class PlatformStack(cdk.Stack):
 
         cluster_name = settings.name
         run_family = f"{settings.name}-run"
+        step_family = f"{settings.name}-step"
         batch_name = f"{settings.name}-tensors"
 
         self.cluster = ecs.Cluster(
@@ -116,7 +123,13 @@ class PlatformStack(cdk.Stack):
         self.run_execution_role = task_role(
             "RunExecutionRole", "Pulls the image, ships logs and reads the DB secret for runs"
         )
-        self.batch_job_role = task_role("BatchJobRole", "AWS Batch jobs of the tensor step")
+        # Heavy steps, as Batch jobs or as ECS tasks: one role, one network, one scratch.
+        self.batch_job_role = task_role(
+            "BatchJobRole", "Heavy steps (tensors): AWS Batch jobs and ECS step tasks"
+        )
+        self.step_execution_role = task_role(
+            "StepExecutionRole", "Pulls the image and ships logs for ECS step tasks"
+        )
 
         # --- network access -----------------------------------------------------------------
         # Egress is closed except HTTPS (AWS APIs through the endpoints or the NAT gateway) and
@@ -132,7 +145,7 @@ class PlatformStack(cdk.Stack):
         daemon_sg = security_group("DaemonSecurityGroup", "Dagster daemon tasks")
         code_location_sg = security_group("CodeLocationSecurityGroup", "Dagster code location")
         run_sg = security_group("RunSecurityGroup", "Dagster run tasks (launched by the daemon)")
-        batch_sg = security_group("BatchSecurityGroup", "AWS Batch jobs of the tensor step")
+        batch_sg = security_group("BatchSecurityGroup", "Heavy steps: Batch jobs and ECS tasks")
 
         for client in (webserver_sg, daemon_sg):
             client.connections.allow_to(
@@ -158,6 +171,7 @@ class PlatformStack(cdk.Stack):
         db_secrets = {
             "DAGSTER_PG_PASSWORD": ecs.Secret.from_secrets_manager(data.database_secret, "password")
         }
+        # What platform code reads: storage and catalog settings (every container running it).
         platform_environment = {
             "PLATFORM_ENV": "aws",
             "AWS_REGION": self.region,
@@ -167,11 +181,24 @@ class PlatformStack(cdk.Stack):
             "PLATFORM_ATHENA_WORKGROUP": data.athena_workgroup_name,
             "PLATFORM_ATHENA_OUTPUT_URL": data.athena_output_url,
             "PLATFORM_SCRATCH_DIR": SCRATCH_MOUNT_PATH,
-            "PLATFORM_RAW_EVENTS_QUEUE_URL": data.raw_events_queue.queue_url,
+        }
+        # Where heavy steps go (resources.compute_aws): read by runs, which launch the steps.
+        compute_environment = {
+            "PLATFORM_COMPUTE": settings.compute_launcher,
+            "PLATFORM_PIPES_BUCKET": names["lake"],
+            "PLATFORM_PIPES_PREFIX": PIPES_PREFIX,
             "PLATFORM_BATCH_JOB_QUEUE": batch_name,
             "PLATFORM_BATCH_JOB_DEFINITION": batch_name,
             "PLATFORM_ECS_CLUSTER": cluster_name,
+            "PLATFORM_ECS_TASK_DEFINITION": step_family,
+            "PLATFORM_ECS_CONTAINER": STEP_CONTAINER_NAME,
+            "PLATFORM_ECS_SUBNETS": ",".join(vpc.select_subnets(
+                subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids),
+            "PLATFORM_ECS_SECURITY_GROUPS": batch_sg.security_group_id,
         }
+        # The sensors (code location) consume upload events in queue mode; the queue-mode sensor
+        # is a later change, so nothing reads this yet.
+        sensor_environment = {"PLATFORM_RAW_EVENTS_QUEUE_URL": data.raw_events_queue.queue_url}
 
         # --- run tasks ----------------------------------------------------------------------
         self.run_task = PlatformTask(
@@ -185,25 +212,28 @@ class PlatformStack(cdk.Stack):
             memory_mib=RUN_MEMORY_MIB,
             task_role=self.run_role,
             execution_role=self.run_execution_role,
-            environment={**platform_environment, **db_environment},
+            environment={**platform_environment, **compute_environment, **db_environment},
             secrets=db_secrets,
             log_retention=settings.log_retention,
         )
-        self.run_task.task_definition.add_volume(
-            name="scratch",
-            efs_volume_configuration=ecs.EfsVolumeConfiguration(
-                file_system_id=data.scratch.file_system_id,
-                transit_encryption="ENABLED",
-                authorization_config=ecs.AuthorizationConfig(
-                    access_point_id=data.scratch_access_point.access_point_id, iam="ENABLED"
+        def mount_scratch(task: PlatformTask) -> None:
+            task.task_definition.add_volume(
+                name="scratch",
+                efs_volume_configuration=ecs.EfsVolumeConfiguration(
+                    file_system_id=data.scratch.file_system_id,
+                    transit_encryption="ENABLED",
+                    authorization_config=ecs.AuthorizationConfig(
+                        access_point_id=data.scratch_access_point.access_point_id, iam="ENABLED"
+                    ),
                 ),
-            ),
-        )
-        self.run_task.container.add_mount_points(
-            ecs.MountPoint(
-                container_path=SCRATCH_MOUNT_PATH, source_volume="scratch", read_only=False
             )
-        )
+            task.container.add_mount_points(
+                ecs.MountPoint(
+                    container_path=SCRATCH_MOUNT_PATH, source_volume="scratch", read_only=False
+                )
+            )
+
+        mount_scratch(self.run_task)
         launcher_environment = {
             **db_environment,
             "DAGSTER_RUN_TASK_DEFINITION": self.run_task.task_definition.task_definition_arn,
@@ -219,12 +249,31 @@ class PlatformStack(cdk.Stack):
             image=image,
             job_role=self.batch_job_role,
             max_vcpus=settings.batch_max_vcpus,
+            command=STEP_COMMAND,
             environment=platform_environment,
             scratch=data.scratch,
             scratch_access_point=data.scratch_access_point,
             scratch_path=SCRATCH_MOUNT_PATH,
             log_retention=settings.log_retention,
         )
+
+        # The same step as a one-off ECS task (PLATFORM_COMPUTE=ecs), sized like a Batch job.
+        self.step_task = PlatformTask(
+            self,
+            "Step",
+            family=step_family,
+            image=image,
+            container_name=STEP_CONTAINER_NAME,
+            command=STEP_COMMAND,
+            cpu=2048,
+            memory_mib=8192,
+            task_role=self.batch_job_role,
+            execution_role=self.step_execution_role,
+            environment=platform_environment,
+            secrets={},
+            log_retention=settings.log_retention,
+        )
+        mount_scratch(self.step_task)
 
         # --- services -------------------------------------------------------------------------
         self.webserver_task = PlatformTask(
@@ -266,7 +315,7 @@ class PlatformStack(cdk.Stack):
             cpu=1024,
             memory_mib=2048,
             task_role=self.code_location_role,
-            environment={**platform_environment, **db_environment},
+            environment={**platform_environment, **sensor_environment, **db_environment},
             secrets=db_secrets,
             log_retention=settings.log_retention,
             port_mappings=[ecs.PortMapping(container_port=CODE_SERVER_PORT)],
@@ -362,6 +411,9 @@ class PlatformStack(cdk.Stack):
             service="ecs", resource="task-definition", resource_name=f"{run_family}:*"
         )
         run_roles = [self.run_role, self.run_execution_role]
+        step_task_definitions = self.format_arn(
+            service="ecs", resource="task-definition", resource_name=f"{step_family}:*"
+        )
 
         # Webserver: shows step logs, and stops run tasks when a user terminates a run.
         lake.grant_read(self.webserver_role, f"{COMPUTE_LOGS_PREFIX}/*")
@@ -391,8 +443,8 @@ class PlatformStack(cdk.Stack):
         lake.grant_read(self.code_location_role, f"{LAKE_PREFIX}/*")
         data.raw_events_queue.grant_consume_messages(self.code_location_role)
 
-        # Runs: read raw, write the lake (data, Athena results, compute logs), the platform's
-        # catalog, the Batch queue and ECS tasks of their own family through Pipes, EFS scratch.
+        # Runs: read raw, write the lake (data, Athena results, compute logs, Pipes messages),
+        # the platform's catalog, EFS scratch.
         raw.grant_read(self.run_role, f"{RAW_PREFIX}/*")
         lake.grant_read_write(self.run_role)
         grant_catalog(
@@ -402,22 +454,28 @@ class PlatformStack(cdk.Stack):
             write=True,
         )
         data.scratch.grant_read_write(self.run_role)
+        # Heavy steps through Pipes: jobs of the platform's queue and definition, or tasks of the
+        # step task definition (passing only its two roles); their logs, when messages are read
+        # from CloudWatch. Pipes messages go through the lake bucket (granted above).
         grant_batch_jobs(
             self.run_role,
             job_queue_arn=self.batch.job_queue.job_queue_arn,
             job_definition_name=batch_name,
+            job_tag_key=BATCH_JOB_TAG,
+            job_tag_value=batch_name,
         )
         self.batch.log_group.grant_read(self.run_role)
         grant_launch_tasks(
             self.run_role,
             cluster_arn=self.cluster.cluster_arn,
             cluster_tasks=cluster_tasks,
-            task_definitions=run_task_definitions,
-            roles=run_roles,
+            task_definitions=step_task_definitions,
+            roles=[self.batch_job_role, self.step_execution_role],
         )
-        self.run_task.log_group.grant_read(self.run_role)
+        self.step_task.log_group.grant_read(self.run_role)
 
-        # Batch jobs of the tensor step: read raw images, read/write the lake, read the catalog.
+        # Heavy steps (Batch jobs and ECS step tasks): read raw images, read/write the lake, read
+        # the catalog.
         raw.grant_read(self.batch_job_role, f"{RAW_PREFIX}/*")
         lake.grant_read_write(self.batch_job_role)
         grant_catalog(

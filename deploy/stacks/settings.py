@@ -57,6 +57,16 @@ CODE_SERVER_HEALTH_CHECK = ["dagster", "api", "grpc-health-check", "-p", str(COD
 # The EcsRunLauncher overrides this container of the run task definition (dagster.yaml).
 RUN_CONTAINER_NAME = "run"
 
+# Heavy steps: every launcher starts this one entry point (data_platform.compute.entry), as a
+# Batch job or as a task of the step task definition, whose container has this name.
+STEP_COMMAND = ["python", "-m", "data_platform.compute.entry"]
+STEP_CONTAINER_NAME = "step"
+# The tag every submitted Batch job carries (value: the queue name); IAM lets runs terminate only
+# jobs with it. data_platform.resources.compute_aws.JOB_QUEUE_TAG is the same string (tested).
+BATCH_JOB_TAG = "data-platform:job-queue"
+ComputeLauncher = Literal["batch", "ecs"]
+COMPUTE_LAUNCHERS: tuple[ComputeLauncher, ...] = ("batch", "ecs")
+
 # Retention periods CloudWatch Logs accepts, in days, by their aws-cdk-lib names.
 LOG_RETENTION_DAYS = {
     1: "ONE_DAY",
@@ -119,8 +129,15 @@ class DeploySettings:
     batch_max_vcpus: int = 32
     athena_bytes_scanned_cutoff_gb: int = 100
     glue_database: str = "data_platform"
+    # Where runs send heavy steps (PLATFORM_COMPUTE): the Batch queue or ECS tasks.
+    compute_launcher: ComputeLauncher = "batch"
 
     def __post_init__(self) -> None:
+        if self.compute_launcher not in COMPUTE_LAUNCHERS:
+            raise ValueError(
+                f"compute_launcher must be one of {', '.join(COMPUTE_LAUNCHERS)}, "
+                f"got {self.compute_launcher!r}"
+            )
         if self.webserver_access not in WEBSERVER_ACCESS_MODES:
             raise ValueError(
                 f"webserver_access must be one of {', '.join(WEBSERVER_ACCESS_MODES)}, "
@@ -226,4 +243,5 @@ class DeploySettings:
             batch_max_vcpus=number("batch_max_vcpus"),
             athena_bytes_scanned_cutoff_gb=number("athena_bytes_scanned_cutoff_gb"),
             glue_database=text("glue_database") or cls.glue_database,
+            compute_launcher=cast(ComputeLauncher, text("compute_launcher") or "batch"),
         )

@@ -72,9 +72,10 @@ def test_no_statement_allows_any_action_on_any_resource(synthesized: Synthesized
 
 
 def test_one_role_per_service_and_for_runs(synthesized: Synthesized):
+    """Three services, the runs, and the heavy steps as ECS tasks: five task roles."""
     tasks = synthesized.resources("AWS::ECS::TaskDefinition", "Services")
     task_roles = {json.dumps(t["Properties"]["TaskRoleArn"]) for t in tasks.values()}
-    assert len(task_roles) == len(tasks) == 4
+    assert len(task_roles) == len(tasks) == 5
 
 
 def test_daemon_launches_only_run_tasks_and_passes_only_run_roles(synthesized: Synthesized):

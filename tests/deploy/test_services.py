@@ -14,6 +14,7 @@ import yaml
 from .conftest import DEPLOY, IMAGE_TAG, REPO, Synthesized
 from .templates import (
     INSTANCE_VARIABLES,
+    COMPUTE_VARIABLES,
     PLATFORM_VARIABLES,
     containers,
     dockerfile_cmd,
@@ -149,7 +150,8 @@ def test_workspace_points_at_the_code_location_service(synthesized: Synthesized)
 
 
 def test_platform_code_gets_every_platform_variable(synthesized: Synthesized):
-    """The code location (sensors), run tasks and Batch jobs all run platform code."""
+    """The code location (sensors), run tasks, Batch jobs and ECS step tasks all run platform
+    code; runs also launch the heavy steps, the code location consumes upload events."""
     by_name = containers(synthesized)
     batch = synthesized.resources("AWS::Batch::JobDefinition")
     (job,) = batch.values()
@@ -160,12 +162,14 @@ def test_platform_code_gets_every_platform_variable(synthesized: Synthesized):
         ("code-location", variables(by_name["code-location"])),
         ("run", variables(by_name["run"])),
         ("batch", batch_env),
+        ("step", variables(by_name["step"])),
     ):
         missing = PLATFORM_VARIABLES - set(env)
         assert not missing, (name, missing)
         assert env["PLATFORM_ENV"] == "aws"
         assert env["PLATFORM_SCRATCH_DIR"] == "/mnt/scratch"
 
+    assert COMPUTE_VARIABLES <= set(variables(by_name["run"]))
     env = variables(by_name["run"])
     buckets = {
         b["Properties"]["BucketName"] for b in synthesized.resources("AWS::S3::Bucket").values()
@@ -184,7 +188,8 @@ def test_platform_code_gets_every_platform_variable(synthesized: Synthesized):
     assert env["PLATFORM_BATCH_JOB_DEFINITION"] == job["Properties"]["JobDefinitionName"]
     (cluster,) = synthesized.resources("AWS::ECS::Cluster").values()
     assert env["PLATFORM_ECS_CLUSTER"] == cluster["Properties"]["ClusterName"]
-    assert "RawEvents" in json.dumps(env["PLATFORM_RAW_EVENTS_QUEUE_URL"])
+    code_location = variables(by_name["code-location"])
+    assert "RawEvents" in json.dumps(code_location["PLATFORM_RAW_EVENTS_QUEUE_URL"])
 
 
 def test_instance_variables_of_dagster_yaml_are_set(synthesized: Synthesized):
