@@ -1,0 +1,1 @@
+"""Image decoding for datasets: fast reduced-size decode, orientation, RGB conversion, resize."""
