@@ -13,12 +13,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..images.decode import DecodeError, DecodeSettings
 
@@ -42,27 +44,26 @@ def read_source(source: Source) -> bytes:
 def pixel_sums(arr: np.ndarray) -> tuple[int, ...]:
     """(sum_r, sum_g, sum_b, sumsq_r, sumsq_g, sumsq_b) of an HxWx3 uint8 array, exactly.
 
-    Built from a histogram per channel: exact integers, and cheaper than squaring in float64.
+    Built from Pillow's per-band histogram (C, one pass: about 5x faster here than numpy's
+    bincount per channel), so the sums are exact integers with no float rounding.
     """
-    flat = arr.reshape(-1, 3)
+    hist = np.asarray(Image.fromarray(arr).histogram(), dtype=np.int64).reshape(3, 256)
     values = np.arange(256, dtype=np.int64)
-    sums, sqs = [], []
-    for c in range(3):
-        hist = np.bincount(flat[:, c], minlength=256).astype(np.int64)
-        sums.append(int(hist @ values))
-        sqs.append(int(hist @ (values * values)))
-    return tuple(sums + sqs)
+    return tuple(int(v) for v in np.concatenate([hist @ values, hist @ (values * values)]))
 
 
 def run_job(source: Source, settings: DecodeSettings, decode: DecodeFn):
     """Decode one source: (array, sums), or (None, error message) when it is not an image.
 
-    Errors other than DecodeError (a source that cannot be read) propagate.
+    Errors other than DecodeError (a source that cannot be read, a decode function returning
+    the wrong shape) propagate.
     """
     try:
         arr = decode(read_source(source), settings)
     except DecodeError as e:
         return None, str(e)
+    if arr.dtype != np.uint8 or arr.shape != settings.shape:
+        raise ValueError(f"decode returned {arr.shape} {arr.dtype}, not {settings.shape} uint8")
     return arr, pixel_sums(arr)
 
 
@@ -82,6 +83,22 @@ def _portable(source: Source) -> Source:
         except Exception:  # lambdas, closures, bound methods of unpicklable objects
             return read_source(source)
     return source
+
+
+def _context():
+    """fork when this process has a single thread (a Pipes subprocess, a batch job, the bench):
+    cheap and safe. Otherwise forkserver with the decoder preloaded, because a forked child of a
+    threaded process (a Dagster run, a test runner) can inherit locks held mid-operation; not
+    spawn, because each spawned worker imports numpy and Pillow from scratch (about a second
+    for two workers here, as long as a small job)."""
+    methods = multiprocessing.get_all_start_methods()
+    if threading.active_count() == 1 and "fork" in methods:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 class _Done:
@@ -105,9 +122,7 @@ def ordered_jobs(items: Iterable, settings: DecodeSettings, decode: DecodeFn,
         for tag, source, ready in items:
             yield tag, (run_job(source, settings, decode) if source is not None else ready)
         return
-    # spawn, not fork: the writer runs inside Dagster and test processes that hold threads
-    # and sockets a forked child would inherit half-alive.
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _context()
     window = workers * 4
     pending: deque[tuple[object, Future | _Done]] = deque()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
