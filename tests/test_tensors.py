@@ -5,6 +5,7 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +95,20 @@ def test_workers_give_identical_shards(tmp_path):
     one = write_tensors(samples, tmp_path / "one", SETTINGS, shard_bytes=4 * PER_SAMPLE)
     two = write_tensors(samples, tmp_path / "two", SETTINGS, shard_bytes=4 * PER_SAMPLE,
                         workers=2)
-    shas = [[s["sha256"] for s in load_index(tmp_path / d).shards] for d in ("one", "two")]
-    assert shas[0] == shas[1] and len(shas[0]) == 3
-    assert one["mean"] == two["mean"] and two["decoded"] == 9
+    # A live thread makes the pool use forkserver instead of fork (see pool._context).
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)
+    busy.start()
+    try:
+        three = write_tensors(samples, tmp_path / "three", SETTINGS, shard_bytes=4 * PER_SAMPLE,
+                              workers=2)
+    finally:
+        stop.set()
+        busy.join()
+    shas = [[s["sha256"] for s in load_index(tmp_path / d).shards]
+            for d in ("one", "two", "three")]
+    assert shas[0] == shas[1] == shas[2] and len(shas[0]) == 3
+    assert one["mean"] == two["mean"] == three["mean"] and two["decoded"] == 9
 
 
 def test_failure_mid_write_leaves_previous_index_valid(tmp_path):
@@ -325,6 +337,9 @@ def test_checks_pass_on_a_written_dataset_and_fail_on_a_tampered_shard(dataset):
     shard.write_bytes(bytes(data))
     passed, detail = checks.shards_match(dataset)
     assert not passed and detail["problems"] == [{"file": shard.name, "problem": "sha256 differs"}]
+    with pytest.raises(InvalidIndex, match="sha256"):
+        open_dataset(dataset, verify=True)[4]  # sample 4 lives in the second shard
+    assert open_dataset(dataset, verify=True)[0][0].shape == (10, 12, 3)
     shard.write_bytes(bytes(data[:-PER_SAMPLE]))  # truncated: a sample short
     passed, detail = checks.shards_match(dataset)
     assert not passed and "unreadable" in detail["problems"][0]["problem"]

@@ -16,10 +16,13 @@ deterministic and shardable:
 - `state_dict()` / `load_state_dict()` carry (seed, epoch, position in the rank's stream); a
   resumed iteration yields exactly the remaining samples.
 
-The dataset pickles without its open files and clients (DataLoader workers reopen them
-lazily), and asks `torch.utils.data.get_worker_info()` for its worker id only when torch is
-already imported by the caller. S3 shards are fetched on first use into a cache folder, named by
-their sha256 and verified before use.
+With PyTorch: a `TensorDataset` is a map-style dataset as it is (`__len__`, `__getitem__`);
+for streaming, wrap `iter_epoch(block=batch_size)` in an `IterableDataset.__iter__`. The dataset
+pickles without its open files and clients (DataLoader workers reopen them lazily), and asks
+`torch.utils.data.get_worker_info()` for its worker id only when the caller already imported
+torch. S3 shards are fetched on first use into a cache folder, named by their sha256 and
+verified before use. The writer removes shards an index no longer names once the new index is
+in place: a reader still holding an older index should reopen the dataset after a rebuild.
 """
 
 from __future__ import annotations
