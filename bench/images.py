@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -82,11 +83,19 @@ class Clock:
 
     def __enter__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.children = self._children()
         return self
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
+        self.children = self._children() - self.children
+
+    @staticmethod
+    def _children() -> float:
+        """CPU of finished child processes (pool workers, when forked from this process)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
 
 def naive(paths: list[Path]) -> Clock:
@@ -178,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
               "(pool start-up not amortised at this size)")
         speedup = results["camera", "naive"].cpu / results["camera", "ours"].cpu
         small = results["small", "naive"].cpu / results["small", "ours"].cpu
+        total_two = two.cpu + two.children
+        if two.children > 0:
+            print(f"camera x{repeat}: CPU of workers=1 {one.cpu:.2f} s, of workers=2 {total_two:.2f} s "
+                  f"(pool overhead {100 * (total_two / one.cpu - 1):+.0f}%); wall scaling is "
+                  f"bounded by the cores other processes leave free")
         print(f"speedup={speedup:.2f} small={small:.2f} scaling={one.wall / two.wall:.2f}")
     finally:
         if args.workdir is None:
