@@ -226,6 +226,12 @@ def test_undecodable_bytes_raise_decode_error(data):
         decode(data, DecodeSettings(size=(32, 32)))
 
 
+def test_decompression_bomb_is_a_decode_error(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 2x the limit is refused by Pillow
+    with pytest.raises(DecodeError):
+        decode(encode(photo(100, 50), "PNG"), DecodeSettings(size=(8, 8)))
+
+
 def test_settings_validate():
     for bad in ({"fit": "stretch"}, {"resample": "magic"}, {"size": (0, 5)},
                 {"pad_value": 300}, {"reducing_gap": 0.5}):

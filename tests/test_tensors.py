@@ -6,6 +6,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,53 @@ def test_failure_mid_write_leaves_previous_index_valid(tmp_path):
     ds = open_dataset(tmp_path)
     assert len(ds) == 6 and np.array_equal(ds[5][0], pixels(5))
     assert checks.shards_match(tmp_path)[0]
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from data_platform.images.decode import DecodeSettings
+from data_platform.tensors.writer import write_tensors
+out, marker, blobs = Path(sys.argv[1]), Path(sys.argv[2]), sorted(Path(sys.argv[3]).iterdir())
+
+def hang():
+    marker.write_text("in flight")  # shards before this one are written: now kill me
+    time.sleep(600)
+
+rows = [{"key": p.name, "content_hash": p.name, "label": 0, "source": p} for p in blobs]
+rows.insert(5, {"key": "hang", "content_hash": "hang", "label": 0, "source": hang})
+write_tensors(rows, out, DecodeSettings(size=(12, 10)), shard_bytes=2 * 360, previous_index=out)
+"""
+
+
+def test_sigkill_mid_write_leaves_previous_index_valid(tmp_path):
+    write_tensors(make(range(4)), tmp_path / "ds", SETTINGS)
+    before = files(tmp_path / "ds")
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for s in range(10, 18):
+        (blobs / f"{s}.png").write_bytes(png(pixels(s)))
+    marker = tmp_path / "marker"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "ds"),
+                              str(marker), str(blobs)])
+    try:
+        for _ in range(600):
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "the writer never reached the hanging source"
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    leftovers = set(files(tmp_path / "ds")) - set(before)
+    assert any(n.startswith("shard-") for n in leftovers)  # it did write shards before dying
+    assert {n: files(tmp_path / "ds")[n] for n in before} == before
+    ds = open_dataset(tmp_path / "ds")
+    assert len(ds) == 4 and np.array_equal(ds[3][0], pixels(3))
+    assert checks.shards_match(tmp_path / "ds")[0]
+    summary = write_tensors(make(range(4)), tmp_path / "ds", SETTINGS,
+                            previous_index=tmp_path / "ds")
+    assert leftovers <= set(summary["removed"]) and summary["decoded"] == 0
 
 
 def test_failure_at_commit_point_keeps_previous_index(tmp_path, monkeypatch):

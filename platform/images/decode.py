@@ -222,7 +222,8 @@ def decode(data: bytes, settings: DecodeSettings) -> np.ndarray:
             arr = np.array(out, dtype=np.uint8)
     except DecodeError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError, EOFError) as e:
         raise DecodeError(f"cannot decode image: {e}") from e
     if arr.shape != settings.shape:  # never hand a wrong shape to a shard
         raise DecodeError(f"decoded shape {arr.shape} != {settings.shape}")
