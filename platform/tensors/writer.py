@@ -189,8 +189,12 @@ def write_tensors(samples: Iterable[Sample | Mapping], out_dir: str | os.PathLik
                   decode: DecodeFn = default_decode, workers: int = 1) -> dict:
     """Decode `samples` into shards and an index in `out_dir` (see the module docstring).
 
-    `previous_index` is a dataset folder or its index.json (often `out_dir` itself). Returns a
-    summary: samples, shards, decoded, reused, copied, failed (samples whose bytes are not an
+    `previous_index` is a dataset folder or its index.json (often `out_dir` itself). `samples`
+    is read into a list first (the kept shards depend on the whole set), so give large
+    datasets as paths or callables rather than bytes. `workers > 1` decodes in a process pool;
+    the output is byte-identical whatever the number of workers. Returns a summary: samples
+    (rows), shards, decoded, reused, copied (distinct contents: decoded + reused; copied is the
+    part of reused moved out of old shards), failed (samples whose bytes are not an
     image, listed with the reason and left out of the index), bytes, bytes_written, mean, std
     (per channel, 0..255 scale, over the train split), cross_split_duplicates, fingerprint,
     index, removed. Raises whatever reading a source raises; the previous index then still
