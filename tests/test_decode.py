@@ -220,7 +220,9 @@ def test_crop_takes_the_centre():
     assert (out[:, [0, -1], 0] > 200).all() and (out[:, :, 1:] == 0).all()
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image", encode(photo(200, 100), "JPEG")[:300]])
+@pytest.mark.parametrize("data", [b"", b"not an image", encode(photo(200, 100), "JPEG")[:300],
+                                  encode(solid("RGB", RED), "EPS")],
+                         ids=["empty", "text", "truncated", "eps"])
 def test_undecodable_bytes_raise_decode_error(data):
     with pytest.raises(DecodeError):
         decode(data, DecodeSettings(size=(32, 32)))

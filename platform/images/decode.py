@@ -22,6 +22,7 @@ Multi-frame files (GIF, APNG, MPO, TIFF) give their first frame.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -56,6 +57,17 @@ _ORIENTATION = {
 }
 _EXIF_ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+# Raster formats Pillow decodes itself (JPEG covers MPO). Never EPS/PS/PDF: Pillow hands those
+# to Ghostscript, an external interpreter, which untrusted uploads must not reach.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "PPM", "ICO", "TGA", "JPEG2000", "AVIF",
+           "DDS", "SGI", "PCX", "QOI")
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """FORMATS that this Pillow build registers (Image.open refuses unknown names)."""
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
 
 
 class DecodeError(ValueError):
@@ -211,7 +223,7 @@ def decode(data: bytes, settings: DecodeSettings) -> np.ndarray:
     Raises DecodeError when the bytes are not a decodable image.
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=_formats()) as img:
             orientation = exif_orientation(img)
             _draft(img, orientation, settings)
             img.load()
