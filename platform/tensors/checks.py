@@ -27,14 +27,15 @@ def _index(index: TensorIndex | str | os.PathLike) -> tuple[TensorIndex, Path | 
     return load_index(path), (path if path.is_dir() else path.parent)
 
 
-def manifest_in_index(manifest: Iterable[Mapping], index: TensorIndex | str | os.PathLike
-                      ) -> tuple[bool, dict]:
+def manifest_in_index(manifest: Iterable[Mapping], index: TensorIndex | str | os.PathLike,
+                      *, valid_column: str = "valid") -> tuple[bool, dict]:
     """Every valid manifest row (key, member) is in the index exactly once, and the index holds
-    nothing else. Rows with `valid` false are expected to be absent. Returns (passed, detail)."""
+    nothing else. Rows whose `valid_column` is false are expected to be absent (a row without
+    the column counts as valid). Returns (passed, detail)."""
     idx, _ = _index(index)
     expected = Counter()
     for row in manifest:
-        if row.get("valid", True):
+        if row.get(valid_column, True):
             expected[(row["key"], row.get("member"))] += 1
     found = Counter(zip(idx.column("key"), idx.column("member")))
     missing = [k for k in expected if k not in found]
