@@ -1,1 +1,2 @@
-"""Image datasets: safe archive reading, image probing and manifest rows (no Dagster)."""
+"""Image datasets: safe archive reading, image probing, manifest rows, decoding to tensors, and
+the tensor step (no Dagster in the library parts)."""
