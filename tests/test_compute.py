@@ -13,7 +13,14 @@ import pytest
 from botocore.stub import Stubber
 from data_platform.compute import resolve_step
 from data_platform.compute.messages import StepCloudWatchMessageReader, StepS3MessageReader
-from data_platform.resources import ECSCompute, InProcessCompute, LocalCompute, SubprocessCompute
+from data_platform.resources import (
+    AwsCompute,
+    BatchCompute,
+    ECSCompute,
+    InProcessCompute,
+    LocalCompute,
+    SubprocessCompute,
+)
 from data_platform.resources.compute import ComputeResource
 
 from . import compute_steps
@@ -257,3 +264,12 @@ def test_aws_launchers_read_messages_from_s3_or_cloudwatch():
     assert isinstance(ecs_compute().message_reader(), StepS3MessageReader)
     reader = ecs_compute(messages_bucket=None).message_reader()
     assert isinstance(reader, StepCloudWatchMessageReader)
+
+
+def test_aws_compute_runs_the_launcher_the_deploy_names():
+    batch = BatchCompute(job_queue="q", job_definition="d")
+    ecs = ecs_compute()
+    assert isinstance(AwsCompute(launcher="batch", batch=batch, ecs=ecs).selected(), BatchCompute)
+    assert isinstance(AwsCompute(launcher="ecs", batch=batch, ecs=ecs).selected(), ECSCompute)
+    with pytest.raises(ValueError, match="expected one of"):
+        AwsCompute(launcher="lambda", batch=batch, ecs=ecs).selected()
