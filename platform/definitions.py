@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from data_platform.assets import build_dataset
+from data_platform.assets import build_dataset, extra_sensors
 from data_platform.contracts import load_contracts
 from data_platform.maintenance import build_maintenance
 from data_platform.resources import (
@@ -72,9 +72,10 @@ def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.D
     return dg.Definitions(
         assets=[d.raw for d in datasets.values()]
         + [a for d in datasets.values() for a in d.assets],
-        jobs=[d.job for d in datasets.values()] + [maintain_job],
+        jobs=[d.job for d in datasets.values()] + [maintain_job]
+        + [d.tensors_job for d in datasets.values() if d.tensors_job is not None],
         schedules=[maintain_schedule],
-        sensors=[build_raw_uploads_sensor(datasets)],
+        sensors=[build_raw_uploads_sensor(datasets)] + extra_sensors(datasets),
         resources=resources_for(env),
     )
 

@@ -82,3 +82,49 @@ def test_a_truncated_archive_fails_its_partition_and_commits_nothing(data_dir, d
     rec = st.latest_record(LocalStorage().lake(), "photos", "cut.zip")
     assert rec.status == st.UNREADABLE and "ArchiveError" in rec.reason
     assert q("SELECT key FROM photos") == [("ok.png",)]
+
+
+@pytest.mark.parametrize("launcher", ["in_process", "subprocess"])
+def test_images_to_tensors_through_the_compute_step(data_dir, defs, instance, tmp_path,
+                                                    monkeypatch, launcher):
+    """Ingest, then the tensors job as the sensor launches it after the ingest run; the
+    tensors open with the reader; a second upload decodes only the new image."""
+    from data_platform.tensors import open_dataset
+
+    monkeypatch.setenv("PLATFORM_COMPUTE", launcher)
+    write_raw(data_dir, "photos/cats/a.jpg", jpeg(1))
+    write_raw(data_dir, "photos/dogs/fake.jpg", b"not an image")
+    z = write_zip(tmp_path / "b.zip", [("birds/c.jpg", jpeg(3)), ("birds/d.png", png(4))])
+    write_raw(data_dir, "photos/b.zip", z.read_bytes())
+    ingest = run_ingest(defs, instance, "photos", ["b.zip", "cats/a.jpg", "dogs/fake.jpg"])
+    assert ingest.success
+    sensor = defs.get_sensor_def("tensors_sensor")
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="tensors_sensor", dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(ingest.run_id),
+        dagster_event=ingest.get_run_success_event())
+    request = sensor(ctx)
+    assert request.job_name == "tensors_photos_job"
+    job = defs.resolve_job_def("tensors_photos_job")
+    r = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert r.success
+    mat = r.asset_materializations_for_node("tensors__photos")[0].metadata
+    assert mat["samples"].value == 3 and mat["decoded"].value == 3
+    checks = {("/".join(e.asset_key.path), e.check_name): e.passed
+              for e in (ev.event_specific_data for ev in r.all_events
+                        if ev.event_type_value == "ASSET_CHECK_EVALUATION")}
+    assert checks == {("tensors/photos", n): True for n in (
+        "index_covers_manifest", "shards_match_index", "stats_finite",
+        "no_content_in_two_splits")}
+    ds = open_dataset(data_dir / "lake" / "tensors" / "photos")
+    assert len(ds) == 3
+    img, label = ds[0]
+    assert img.shape == (32, 32, 3) and img.dtype.name == "uint8"
+    assert sorted(ds[i][1] for i in range(3)) == ["birds", "birds", "cats"]
+    # One more image: only it is decoded.
+    write_raw(data_dir, "photos/cats/e.png", png(7))
+    assert run_ingest(defs, instance, "photos", ["cats/e.png"]).success
+    r = job.execute_in_process(instance=instance, raise_on_error=False)
+    mat = r.asset_materializations_for_node("tensors__photos")[0].metadata
+    assert (mat["samples"].value, mat["decoded"].value) == (4, 1)
+    assert len(open_dataset(data_dir / "lake" / "tensors" / "photos")) == 4

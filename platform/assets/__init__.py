@@ -9,6 +9,7 @@ import dagster as dg
 from ..contracts import Contract
 from .clean import build_cleaned_asset
 from .table import build_table_asset
+from .tensors import build_tensors_asset, build_tensors_sensors, tensors_job_name
 
 
 def partitions_name(dataset: str) -> str:
@@ -28,6 +29,7 @@ class DatasetDefs:
     raw: dg.AssetSpec
     assets: list[dg.AssetsDefinition]
     job: dg.UnresolvedAssetJobDefinition
+    tensors_job: dg.UnresolvedAssetJobDefinition | None = None  # image datasets
 
 
 def build_dataset(contract: Contract) -> DatasetDefs:
@@ -53,4 +55,20 @@ def build_dataset(contract: Contract) -> DatasetDefs:
         description=f"Stage and audit new raw files of {ds}, then commit the ones that passed "
                     "to its Iceberg table in one snapshot.",
     )
-    return DatasetDefs(contract, partitions, raw, [cleaned, table], job)
+    if contract.kind != "images":
+        return DatasetDefs(contract, partitions, raw, [cleaned, table], job)
+    tensors = build_tensors_asset(contract, table.key)
+    tensors_job = dg.define_asset_job(
+        name=tensors_job_name(ds), selection=dg.AssetSelection.assets(tensors),
+        executor_def=dg.in_process_executor,
+        description=f"Turn the valid committed images of {ds} into tensor shards (incremental).")
+    return DatasetDefs(contract, partitions, raw, [cleaned, table, tensors], job, tensors_job)
+
+
+def extra_sensors(datasets: dict[str, DatasetDefs]) -> list:
+    """The sensors some datasets need besides the raw-upload sensor."""
+    images = {n: d for n, d in datasets.items() if d.tensors_job is not None}
+    if not images:
+        return []
+    return build_tensors_sensors({n: d.job for n, d in images.items()},
+                                 {n: d.tensors_job for n, d in images.items()})

@@ -7,10 +7,9 @@ the step reported: the materialization (samples, shards, decoded, reused, mean/s
 checks. It is not partitioned: one dataset of tensors per image dataset, rebuilt incrementally
 (images already tensorized with the same settings are not decoded again).
 
-`tensors_sensor` launches it after every ingest run of an image dataset that committed anything.
+`build_tensors_sensors` launch it after every finished ingest run of an image dataset.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -79,22 +78,31 @@ def build_tensors_asset(contract: Contract, table_key: dg.AssetKey) -> dg.Assets
     return tensors
 
 
-def build_tensors_sensor(image_datasets: dict[str, dg.UnresolvedAssetJobDefinition],
-                         tensors_jobs: dict[str, dg.UnresolvedAssetJobDefinition]):
-    """A sensor that launches `tensors_<ds>_job` after each finished ingest run of an image
-    dataset (a run that failed on some files may still have committed others)."""
+def build_tensors_sensors(ingest_jobs: dict,
+                          tensors_jobs: dict) -> list:
+    """Sensors that launch `tensors_<ds>_job` after each finished ingest run of an image
+    dataset: after a success, and after a failure too (a run that failed on some files may
+    have committed the others). The run key is the ingest run's id: once per ingest run."""
+    sensors = []
+    for status, name in ((dg.DagsterRunStatus.SUCCESS, "tensors_sensor"),
+                         (dg.DagsterRunStatus.FAILURE, "tensors_after_failure_sensor")):
+        sensors.append(_tensors_sensor(name, status, ingest_jobs, tensors_jobs))
+    return sensors
 
+
+def _tensors_sensor(name, status, ingest_jobs, tensors_jobs):
     @dg.run_status_sensor(
-        name="tensors_sensor",
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        monitored_jobs=list(image_datasets.values()),
+        name=name,
+        run_status=status,
+        monitored_jobs=list(ingest_jobs.values()),
         request_jobs=list(tensors_jobs.values()),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Rebuilds an image dataset's tensors after its manifest table changed.",
+        description="Rebuilds an image dataset's tensors after an ingest run "
+                    f"({status.value.lower()}) changed its manifest table.",
     )
     def tensors_sensor(context: dg.RunStatusSensorContext):
         job = context.dagster_run.job_name
-        for ds, ingest in image_datasets.items():
+        for ds, ingest in ingest_jobs.items():
             if ingest.name == job:
                 return dg.RunRequest(run_key=f"tensors-{context.dagster_run.run_id}",
                                      job_name=tensors_jobs[ds].name)

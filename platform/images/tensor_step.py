@@ -139,7 +139,8 @@ def build(params: dict, pipes) -> None:
                        f"{len(left_out)} left out")
         summary = write_tensors(samples, out_dir, settings,
                                 shard_bytes=int(params["shard_mb"]) << 20,
-                                previous_index=out_dir, workers=int(params.get("workers", 1)))
+                                previous_index=out_dir if (out_dir / INDEX_NAME).exists() else None,
+                                workers=int(params.get("workers", 1)))
         if not local_lake:
             _publish(out_dir, lake, f"tensors/{ds}")
     finally:
