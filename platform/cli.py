@@ -1,6 +1,7 @@
 """The `data-platform` command: draft a contract from a sample file, query the local catalog.
 
     data-platform contract draft FILE --dataset NAME [--out DIR] [--delimiter ';'] [--force]
+    data-platform contract draft FOLDER|IMAGE|ARCHIVE --dataset NAME   (an image contract)
     data-platform query "SELECT * FROM orders LIMIT 5" [--as-of "2026-11-22 10:00"]
     data-platform history DATASET [--rejected]
     data-platform rollback DATASET --to SNAPSHOT_ID
@@ -87,6 +88,17 @@ def draft_contract(path: Path, dataset: str, *, file_format: str | None = None,
 
 def _cmd_draft(args) -> int:
     path = Path(args.file)
+    from .images.draft import draft_image_contract, is_image_sample
+
+    if path.exists() and is_image_sample(path):
+        try:
+            draft, notes = draft_image_contract(path, args.dataset)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return _write_draft(args, draft, [f"Draft image contract for {args.dataset}, from "
+                                          f"{path.name}.", *notes,
+                                          "Review: size, fit, split fractions and thresholds."])
     if not path.is_file():
         print(f"error: {path} is not a file", file=sys.stderr)
         return 2
@@ -96,17 +108,20 @@ def _cmd_draft(args) -> int:
     except (ContractError, CleanError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return _write_draft(args, draft, [
+        f"Draft contract for {args.dataset}, inferred from the sample file {path.name}.",
+        "Review before committing: column types, nullable (false where the sample had no",
+        "nulls), and add primary_key / partition_column where they apply."])
+
+
+def _write_draft(args, draft: dict, notes: list[str]) -> int:
     out_dir = Path(args.out) if args.out else (
         Path("platform/datasets") if Path("platform/datasets").is_dir() else Path.cwd())
     target = out_dir / f"{args.dataset}.yaml"
     if target.exists() and not args.force:
         print(f"error: {target} exists; pass --force to overwrite", file=sys.stderr)
         return 1
-    header = (
-        f"# Draft contract for {args.dataset}, inferred from the sample file {path.name}.\n"
-        "# Review before committing: column types, nullable (false where the sample had no\n"
-        "# nulls), and add primary_key / partition_column where they apply.\n"
-    )
+    header = "".join(f"# {line}\n" for line in notes)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(header + yaml.safe_dump(draft, sort_keys=False, allow_unicode=True))
     print(f"wrote {target}")

@@ -263,35 +263,6 @@ def test_equal_thresholds_are_allowed():
     assert (c.rejected_share_warn, c.rejected_share_error) == (0.2, 0.2)
 
 
-def test_image_contract_has_the_manifest_columns_and_its_settings():
-    c = parse_contract({"name": "photos", "kind": "images",
-                        "images": {"size": [64, 32], "fit": "pad", "labels": "labels.csv",
-                                   "split": {"train": 0.9, "test": 0.1}}})
-    assert [col.name for col in c.columns][:3] == ["key", "member", "format"]
-    assert c.images.size == (64, 32) and c.images.labels_csv == "labels.csv"
-    assert c.format.accepts("cats/a.JPG") and c.format.accepts("batch.tar.gz")
-    assert not c.format.accepts("notes.txt")
-    assert parse_contract(c.to_dict()) == dataclasses.replace(c, source_path="<contract>")
-    assert parse_contract({"name": "p", "kind": "images"}).images.size == (256, 256)
-
-
-@pytest.mark.parametrize("data, message", [
-    ({"images": {"size": [0, 10]}}, "images.size"),
-    ({"images": {"fit": "stretch"}}, "images.fit"),
-    ({"images": {"split": {"train": 0.5}}}, "sum to 1"),
-    ({"images": {"labels": "labels.json"}}, "images.labels"),
-    ({"images": {"colour": "yes"}}, "unknown images keys"),
-    ({"columns": [{"name": "a", "type": "int"}]}, "columns is not set for kind images"),
-    ({"primary_key": ["key"]}, "primary_key is not set"),
-])
-def test_image_contract_errors(data, message):
-    with pytest.raises(ContractError, match=message):
-        parse_contract({"name": "photos", "kind": "images", **data})
-    if "images" in data:
-        with pytest.raises(ContractError, match="images settings are for kind images"):
-            parse_contract({"name": "t", **data})
-
-
 def test_unknown_kind():
     with pytest.raises(ContractError, match="kind 'video'"):
         parse_contract({"name": "clips", "kind": "video"})
