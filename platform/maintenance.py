@@ -1,4 +1,5 @@
-"""The daily maintenance job: expire snapshots, compact small files, sweep orphans, per table.
+"""The daily maintenance job: expire snapshots, compact small files, sweep orphans, per table,
+and sweep the leftovers of killed steps from scratch.
 
 Locally the platform compacts by rewriting small files and swapping them in one commit; on AWS
 Athena's `OPTIMIZE ... REWRITE DATA USING BIN_PACK` and `VACUUM` do it (see the catalog
@@ -10,6 +11,7 @@ from pydantic import Field
 
 from .contracts import Contract
 from .resources.catalog import CatalogResource
+from .resources.scratch import ScratchResource
 from .resources.storage import StorageResource
 from .tables import maintenance as mt
 from .tables.store import load_table, rejected_name
@@ -70,7 +72,8 @@ def build_maintenance(contracts: dict[str, Contract]) -> tuple[dg.JobDefinition,
     @dg.op(description="Expire old snapshots, compact small files and delete orphaned files "
                        "of every dataset table.")
     def maintain_tables(context: dg.OpExecutionContext, config: MaintenanceConfig,
-                        storage: StorageResource, catalog: CatalogResource) -> None:
+                        storage: StorageResource, catalog: CatalogResource,
+                        scratch: ScratchResource) -> None:
         totals = {"snapshots_expired": 0, "files_compacted": 0, "files_written": 0,
                   "files_deleted": 0, "bytes_deleted": 0, "records_deleted": 0}
         per_table = {}
@@ -79,7 +82,9 @@ def build_maintenance(contracts: dict[str, Contract]) -> tuple[dg.JobDefinition,
                 per_table[rep.table] = rep.__dict__
                 for k in totals:
                     totals[k] += getattr(rep, k)
-        context.add_output_metadata({**totals, "tables": dg.MetadataValue.json(per_table)})
+        swept = scratch.sweep(config.orphan_age_hours)  # what killed steps left in scratch
+        context.add_output_metadata({**totals, "tables": dg.MetadataValue.json(per_table),
+                                     "scratch_swept": dg.MetadataValue.json(swept)})
 
     @dg.job(name="maintain_tables_job",
             description="Daily table maintenance: snapshot expiry (time-travel window), "

@@ -158,3 +158,27 @@ def test_history_time_travel_and_rollback(data_dir, instance, capsys):
     assert cli(["rollback", "orders", "--to", str(second.snapshot_id)]) == 0  # forward again
     assert q("SELECT count(*) FROM orders") == [(9,)]
     assert cli(["rollback", "orders", "--to", "12345"]) == 1
+
+
+def test_scratch_sweep_removes_only_stale_leftovers(tmp_path):
+    """A killed step's working folder untouched for a day goes; a folder in use (an old folder
+    with a fresh file) and the persistent tensor cache stay."""
+    import os
+    import time
+
+    from data_platform.resources.scratch import LocalScratch
+
+    scratch = LocalScratch(scratch_dir=str(tmp_path / "scratch"))
+    root = scratch.root()
+    day_ago = time.time() - 25 * 3600
+    for name in ("stage-orders-x", "tensor-step-shapes-1", "tensors-cache", "busy"):
+        (root / name).mkdir()
+        (root / name / "f").write_bytes(b"x")
+        os.utime(root / name / "f", (day_ago, day_ago))
+        os.utime(root / name, (day_ago, day_ago))
+    (root / "busy" / "new").write_bytes(b"y")  # written now
+    os.utime(root / "busy", (day_ago, day_ago))
+    (root / "stale.part").write_bytes(b"z")
+    os.utime(root / "stale.part", (day_ago, day_ago))
+    assert sorted(scratch.sweep()) == ["stage-orders-x", "stale.part", "tensor-step-shapes-1"]
+    assert sorted(p.name for p in root.iterdir()) == ["busy", "tensors-cache"]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..resources.scratch import sweep_stale
 from ..tensors import checks as tc
 from ..tensors.index import INDEX_NAME, InvalidIndex, load_index
 from ..tensors.writer import Sample, write_tensors
@@ -129,6 +130,8 @@ def build(params: dict, pipes) -> None:
     out_dir = (Path(lake.uri(f"tensors/{ds}")) if local_lake
                else scratch / "tensors-cache" / ds)
     work = scratch / f"tensor-step-{ds}-{os.getpid()}"
+    for name in sweep_stale(scratch):
+        pipes.log.info(f"removed stale scratch {name} (a killed step's leftovers)")
     try:
         with lake.pinned(params["selection"], work / "selection.parquet") as sel:
             rows = pq.read_table(sel.path).to_pylist()
