@@ -1,12 +1,15 @@
 """End to end: `dagster dev` (webserver + daemon) on a free port picks up a dropped file on its
 own, and the table answers a query. Real processes, real SQLite instance, no mocks."""
 
+import shutil
 import time
 
+import dagster as dg
 import pytest
 from data_platform.resources import DuckDBCatalog
+from data_platform.tensors import open_dataset
 
-from .conftest import write_raw
+from .conftest import SAMPLES, write_raw
 from .devserver import DevServer
 
 HEADER = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
@@ -39,5 +42,18 @@ def test_dagster_dev_processes_a_dropped_file(data_dir, tmp_path):
             "SELECT _source_key, count(*) FROM orders GROUP BY 1 ORDER BY 1") == expected,
             180, "the overwrite and the new file")
         assert catalog.query("SELECT count(*) FROM orders_rejected") == [(0,)]
+
+        # A folder of images and a zip dropped in: manifest, table and, launched by the
+        # tensors sensor after the ingest run, tensor shards the reader opens.
+        shutil.copytree(SAMPLES / "shapes", data_dir / "raw" / "shapes")
+        index = data_dir / "lake" / "tensors" / "shapes" / "index.json"
+        dev.wait_for(lambda: index.exists(), 240, "the shapes tensors")
+        assert catalog.query("SELECT count(*) FILTER (valid), count(*) FILTER (NOT valid) "
+                             "FROM shapes") == [(12, 1)]
+        ds = open_dataset(index.parent)
+        assert len(ds) == 12 and ds[0][0].shape == (64, 64, 3)
+        assert sorted({ds[i][1] for i in range(len(ds))}) == ["circle", "square", "triangle"]
+        instance = dg.DagsterInstance.from_config(str(dev.home))
+        assert instance.get_latest_materialization_event(dg.AssetKey(["tensors", "shapes"]))
     finally:
         dev.stop()
