@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a smaller run (under 30 s)")
     ap.add_argument("--workdir", type=Path, help="where images and shards go (default: temp)")
     args = ap.parse_args(argv)
-    n_cam, n_small, repeat, rounds = (4, 60, 4, 1) if args.quick else (16, 400, 12, 2)
+    n_cam, n_small, repeat, rounds = (3, 50, 5, 1) if args.quick else (16, 400, 12, 2)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-images-"))
     try:
         t = time.perf_counter()

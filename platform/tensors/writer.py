@@ -250,6 +250,8 @@ def write_tensors(samples: Iterable[Sample | Mapping], out_dir: str | os.PathLik
                 pending.add(h)
                 yield r, r.source, None
 
+    if all(h in old_slots for h in wanted):
+        workers = 1  # nothing to decode: no pool to start
     created = writer.created  # every file this run made, removed again if it fails
     try:
         for r, result in ordered_jobs(jobs(), settings, decode, workers):
