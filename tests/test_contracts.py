@@ -312,7 +312,8 @@ def test_unknown_timezone_is_a_contract_error():
 
 def test_shipped_contracts_load():
     contracts = load_contracts()
-    assert sorted(contracts) == ["orders", "penguins"]
+    assert sorted(contracts) == ["orders", "penguins", "shapes"]
+    assert contracts["shapes"].kind == "images" and contracts["shapes"].images.size == (64, 64)
 
     orders = contracts["orders"]
     assert orders.inferred is False
@@ -331,7 +332,7 @@ def test_shipped_contracts_load():
 
 def test_each_shipped_file_name_equals_its_contract_name():
     paths = sorted(CONTRACTS_DIR.glob("*.yaml"))
-    assert [p.stem for p in paths] == ["orders", "penguins"]
+    assert [p.stem for p in paths] == ["orders", "penguins", "shapes"]
     for p in paths:
         c = load_contract(p)
         assert c.name == p.stem
