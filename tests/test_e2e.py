@@ -47,13 +47,14 @@ def test_dagster_dev_processes_a_dropped_file(data_dir, tmp_path):
         # tensors sensor after the ingest run, tensor shards the reader opens.
         shutil.copytree(SAMPLES / "shapes", data_dir / "raw" / "shapes")
         index = data_dir / "lake" / "tensors" / "shapes" / "index.json"
-        dev.wait_for(lambda: index.exists(), 240, "the shapes tensors")
+        instance = dg.DagsterInstance.from_config(str(dev.home))
+        tensors = dg.AssetKey(["tensors", "shapes"])
+        dev.wait_for(lambda: instance.get_latest_materialization_event(tensors), 240,
+                     "the shapes tensors")
         assert catalog.query("SELECT count(*) FILTER (valid), count(*) FILTER (NOT valid) "
                              "FROM shapes") == [(12, 1)]
         ds = open_dataset(index.parent)
         assert len(ds) == 12 and ds[0][0].shape == (64, 64, 3)
         assert sorted({ds[i][1] for i in range(len(ds))}) == ["circle", "square", "triangle"]
-        instance = dg.DagsterInstance.from_config(str(dev.home))
-        assert instance.get_latest_materialization_event(dg.AssetKey(["tensors", "shapes"]))
     finally:
         dev.stop()

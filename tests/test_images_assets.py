@@ -128,3 +128,56 @@ def test_images_to_tensors_through_the_compute_step(data_dir, defs, instance, tm
     mat = r.asset_materializations_for_node("tensors__photos")[0].metadata
     assert (mat["samples"].value, mat["decoded"].value) == (4, 1)
     assert len(open_dataset(data_dir / "lake" / "tensors" / "photos")) == 4
+
+
+def test_the_tensor_step_reads_raw_and_publishes_to_s3(s3, tmp_path):
+    """The step's S3 side against moto's server: sources downloaded and checked against their
+    content hash, shards written in the scratch working copy, then new files uploaded, the
+    index last, and files the index no longer names removed."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from data_platform.images import tensor_step
+
+    good, other = jpeg(1), png(2)
+    s3.put_object(Bucket="raw-bucket", Key="raw/photos/a.jpg", Body=good)
+    s3.put_object(Bucket="raw-bucket", Key="raw/photos/b.png", Body=b"replaced since")
+    s3.put_object(Bucket="raw-bucket", Key="lake/tensors/photos/shard-old-0.npy", Body=b"x")
+    rows = [{"key": "a.jpg", "member": None, "content_hash": hashlib.sha256(good).hexdigest(),
+             "label": "a", "split": "train"},
+            {"key": "b.png", "member": None, "content_hash": hashlib.sha256(other).hexdigest(),
+             "label": "b", "split": "train"}]
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    s3.put_object(Bucket="raw-bucket", Key="lake/_tensors/photos/sel.parquet",
+                  Body=buf.getvalue().to_pybytes())
+
+    class Pipes:
+        class log:
+            info = staticmethod(lambda msg: None)
+
+        def __init__(self):
+            self.checks, self.materialized = {}, None
+
+        def report_asset_check(self, check_name, passed, **kw):
+            self.checks[check_name] = passed
+
+        def report_asset_materialization(self, asset_key, metadata):
+            self.materialized = metadata
+
+    pipes = Pipes()
+    tensor_step.build({"dataset": "photos", "asset_key": "tensors/photos",
+                       "raw_uri": "s3://raw-bucket/raw", "lake_uri": "s3://raw-bucket/lake",
+                       "scratch": str(tmp_path / "scratch"), "selection":
+                       "_tensors/photos/sel.parquet", "size": [16, 16], "fit": "crop",
+                       "resample": "bilinear", "shard_mb": 1}, pipes)
+    assert pipes.materialized["samples"] == 1
+    assert [r["key"] for r in pipes.materialized["left_out"]["raw_value"]] == ["b.png"]
+    assert all(pipes.checks.values()) and len(pipes.checks) == 4
+    names = {o["Key"].rsplit("/", 1)[-1] for o in s3.list_objects_v2(
+        Bucket="raw-bucket", Prefix="lake/tensors/photos/")["Contents"]}
+    assert "index.json" in names and "shard-old-0.npy" not in names
+    assert any(n.startswith("shard-") for n in names) and any(n.startswith("samples-")
+                                                              for n in names)
+    assert not list((tmp_path / "scratch").glob("tensor-step-*"))  # work dir cleaned up

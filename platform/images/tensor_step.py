@@ -25,24 +25,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ..resources.scratch import sweep_stale
+from ..sweep import sweep_stale
 from ..tensors import checks as tc
 from ..tensors.index import INDEX_NAME, InvalidIndex, load_index
 from ..tensors.writer import Sample, write_tensors
 from .archives import ArchiveError, Limits, MemberError, iter_members
 from .decode import DecodeSettings
+from .zones import Zone
 
 CHUNK = 1 << 22
-
-
-def _storage(raw_uri: str, lake_uri: str, scratch: str):
-    if raw_uri.startswith("s3://"):
-        from ..resources.s3 import S3Storage
-
-        return S3Storage(raw_url=raw_uri, lake_url=lake_uri, scratch_dir=scratch)
-    from ..resources.storage import LocalStorage
-
-    return LocalStorage(raw_url=raw_uri, lake_url=lake_uri)
 
 
 def _sha256(data: bytes) -> str:
@@ -81,37 +72,36 @@ def gather_sources(rows: list[dict], raw, dataset: str, src_dir: Path, known: se
                 add(r, b"")  # never read: the writer keeps the tensor it has
         if not needed:
             continue
-        rk = f"{dataset}/{key}"
         try:
-            with raw.pinned(rk, src_dir / "upload") as pin:
-                if group[0]["member"] is None:
-                    r = needed[0]
-                    data = pin.path.read_bytes()
-                    if _sha256(data) != r["content_hash"]:
-                        left_out.append({**r, "reason": "changed since its manifest"})
-                        continue
-                    dest = src_dir / r["content_hash"]
-                    dest.write_bytes(data)
-                    add(r, str(dest))
+            upload = raw.local_file(f"{dataset}/{key}", src_dir / "upload")
+            if group[0]["member"] is None:
+                r = needed[0]
+                data = upload.read_bytes()
+                if _sha256(data) != r["content_hash"]:
+                    left_out.append({**r, "reason": "changed since its manifest"})
                     continue
-                wanted = {r["member"]: r for r in needed}
-                for m in iter_members(pin.path, limits):
-                    r = wanted.pop(m.name, None)
-                    if r is None or m.reason:
-                        continue
-                    try:
-                        data = m.read()
-                    except MemberError as e:
-                        left_out.append({**r, "reason": str(e)})
-                        continue
-                    if _sha256(data) != r["content_hash"]:
-                        left_out.append({**r, "reason": "changed since its manifest"})
-                        continue
-                    dest = src_dir / r["content_hash"]
-                    dest.write_bytes(data)
-                    add(r, str(dest))
-                left_out += [{**r, "reason": "not in the archive any more"}
-                             for r in wanted.values()]
+                dest = src_dir / r["content_hash"]
+                dest.write_bytes(data)
+                add(r, str(dest))
+                continue
+            wanted = {r["member"]: r for r in needed}
+            for m in iter_members(upload, limits):
+                r = wanted.pop(m.name, None)
+                if r is None or m.reason:
+                    continue
+                try:
+                    data = m.read()
+                except MemberError as e:
+                    left_out.append({**r, "reason": str(e)})
+                    continue
+                if _sha256(data) != r["content_hash"]:
+                    left_out.append({**r, "reason": "changed since its manifest"})
+                    continue
+                dest = src_dir / r["content_hash"]
+                dest.write_bytes(data)
+                add(r, str(dest))
+            left_out += [{**r, "reason": "not in the archive any more"}
+                         for r in wanted.values()]
         except (FileNotFoundError, ArchiveError) as e:
             left_out += [{**r, "reason": f"{type(e).__name__}: {e}"} for r in needed]
     return samples, left_out
@@ -121,20 +111,17 @@ def build(params: dict, pipes) -> None:
     """The step: params dataset, asset_key, raw_uri, lake_uri, scratch, selection (lake key),
     size, fit, resample, shard_mb, workers."""
     ds = params["dataset"]
-    storage = _storage(params["raw_uri"], params["lake_uri"], params["scratch"])
-    raw, lake = storage.raw(), storage.lake()
+    raw, lake = Zone(params["raw_uri"]), Zone(params["lake_uri"])
     settings = DecodeSettings(size=tuple(params["size"]), fit=params["fit"],
                               resample=params["resample"])
-    local_lake = not params["lake_uri"].startswith("s3://")
     scratch = Path(params["scratch"])
-    out_dir = (Path(lake.uri(f"tensors/{ds}")) if local_lake
-               else scratch / "tensors-cache" / ds)
+    out_dir = lake.path(f"tensors/{ds}") if not lake.s3 else scratch / "tensors-cache" / ds
     work = scratch / f"tensor-step-{ds}-{os.getpid()}"
     for name in sweep_stale(scratch):
         pipes.log.info(f"removed stale scratch {name} (a killed step's leftovers)")
     try:
-        with lake.pinned(params["selection"], work / "selection.parquet") as sel:
-            rows = pq.read_table(sel.path).to_pylist()
+        rows = pq.read_table(lake.local_file(params["selection"],
+                                             work / "selection.parquet")).to_pylist()
         known = _previous_hashes(out_dir, settings.fingerprint())
         samples, left_out = gather_sources(rows, raw, ds, work / "src", known)
         fresh = sum(1 for s in samples if s.content_hash not in known)
@@ -144,23 +131,23 @@ def build(params: dict, pipes) -> None:
                                 shard_bytes=int(params["shard_mb"]) << 20,
                                 previous_index=out_dir if (out_dir / INDEX_NAME).exists() else None,
                                 workers=int(params.get("workers", 1)))
-        if not local_lake:
+        if lake.s3:
             _publish(out_dir, lake, f"tensors/{ds}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _report(pipes, params["asset_key"], rows, left_out, summary, out_dir)
 
 
-def _publish(folder: Path, lake, prefix: str) -> None:
+def _publish(folder: Path, lake: Zone, prefix: str) -> None:
     """Upload what the index references and is not there yet, the index last, then remove
     what it no longer references."""
     index = load_index(folder)
     files = [s["file"] for s in index.shards] + [index.header["samples"]["file"]]
-    there = {o.key.rsplit("/", 1)[-1] for o in lake.list(prefix + "/")}
+    there = lake.names(prefix)
     for name in files:
         if name not in there:
-            lake.put_file(folder / name, f"{prefix}/{name}")
-    lake.put_file(folder / INDEX_NAME, f"{prefix}/{INDEX_NAME}")
+            lake.upload(folder / name, f"{prefix}/{name}")
+    lake.upload(folder / INDEX_NAME, f"{prefix}/{INDEX_NAME}")
     for name in there - set(files) - {INDEX_NAME}:
         lake.delete(f"{prefix}/{name}")
 

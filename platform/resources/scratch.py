@@ -6,7 +6,6 @@ import abc
 import contextlib
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,31 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..settings import local_path, setting
-
-
-# Kept across runs on purpose: the tensor step's working copy of each dataset (on EFS).
-PERSISTENT = ("tensors-cache",)
-
-
-def sweep_stale(root: Path, max_age_hours: float = 24.0) -> list[str]:
-    """Remove what a killed step left under `root`: every entry (but the persistent ones) in
-    which nothing changed for `max_age_hours`. Returns the names removed."""
-    cutoff, removed = time.time() - max_age_hours * 3600, []
-    for entry in sorted(root.iterdir()) if root.is_dir() else []:
-        if entry.name in PERSISTENT:
-            continue
-        try:
-            newest = max([entry.lstat().st_mtime] + ([c.lstat().st_mtime for c in entry.iterdir()]
-                                                     if entry.is_dir() else []))
-        except OSError:
-            continue  # removed meanwhile by its own step
-        if newest < cutoff:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry.name)
-    return removed
+from ..sweep import sweep_stale
 
 
 class ScratchResource(dg.ConfigurableResource, abc.ABC):
