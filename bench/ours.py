@@ -96,11 +96,10 @@ class Phases:
 
 
 # Phases on the run's critical path, in order; the rest overlap them or nest inside them.
-SEQUENTIAL = ("copy raw file", "schema + table setup", "clean_file", "upload staged files",
+SEQUENTIAL = ("copy raw file (names SQL would take for patterns)", "schema + table setup", "clean_file", "upload staged files",
               "audits", "commit (data + rejected)", "verify commit", "expose views",
               "records + ledger I/O")
-OVERLAPPING = {"hash (thread, beside clean_file)": "clean_file",
-               "record count (thread inside clean_file)": "clean_file",
+OVERLAPPING = {"hash + record count (thread inside clean_file)": "clean_file",
                "primary-key check (inside commit)": "commit (data + rejected)"}
 
 
@@ -120,7 +119,7 @@ def _instrument_clean() -> Phases:
     ph.wrap(csv_mod, "write_parse_rejects", "parse rejects -> lines + Parquet")
     ph.wrap(csv_mod, "_write_rejected", "rejected file")
     ph.wrap(csv_mod, "_collect_ok", "collect staged files")
-    ph.wrap(cleaning_pkg, "count_records", "record count (thread)")
+    ph.wrap(cleaning_pkg, "scan_source", "record count (thread)")
     return ph
 
 
@@ -132,7 +131,7 @@ def _instrument() -> Phases:
     from data_platform.resources.storage import LocalObjectStore
 
     ph = Phases()
-    ph.wrap(LocalObjectStore, "fetch", "copy raw file")
+    ph.wrap(LocalObjectStore, "fetch", "copy raw file (names SQL would take for patterns)")
     ph.wrap(clean_mod, "effective_contract", "schema + table setup")
     ph.wrap(clean_mod, "ensure_dataset_tables", "schema + table setup")
     ph.wrap(clean_mod, "clean_file", "clean_file")
@@ -143,8 +142,7 @@ def _instrument() -> Phases:
     ph.wrap(DuckDBCatalog, "expose", "expose views")
     ph.wrap(LocalObjectStore, "put_bytes", "records + ledger I/O")
     ph.wrap(LocalObjectStore, "get_bytes", "records + ledger I/O")
-    ph.wrap(clean_mod, "_sha256_file", "hash (thread, beside clean_file)")
-    ph.wrap(cleaning_pkg, "count_records", "record count (thread inside clean_file)")
+    ph.wrap(cleaning_pkg, "scan_source", "hash + record count (thread inside clean_file)")
     ph.wrap(table_mod, "primary_key_conflicts", "primary-key check (inside commit)")
     return ph
 
