@@ -142,12 +142,20 @@ def test_the_tensor_step_reads_raw_and_publishes_to_s3(s3, tmp_path):
 
     good, other = jpeg(1), png(2)
     s3.put_object(Bucket="raw-bucket", Key="raw/photos/a.jpg", Body=good)
+    z = write_zip(tmp_path / "z.zip", [("m/in.png", png(3)), ("m/changed.png", png(4))])
+    s3.put_object(Bucket="raw-bucket", Key="raw/photos/z.zip", Body=z.read_bytes())
     s3.put_object(Bucket="raw-bucket", Key="raw/photos/b.png", Body=b"replaced since")
     s3.put_object(Bucket="raw-bucket", Key="lake/tensors/photos/shard-old-0.npy", Body=b"x")
     rows = [{"key": "a.jpg", "member": None, "content_hash": hashlib.sha256(good).hexdigest(),
              "label": "a", "split": "train"},
             {"key": "b.png", "member": None, "content_hash": hashlib.sha256(other).hexdigest(),
-             "label": "b", "split": "train"}]
+             "label": "b", "split": "train"},
+            {"key": "z.zip", "member": "m/in.png", "label": "m", "split": "val",
+             "content_hash": hashlib.sha256(png(3)).hexdigest()},
+            {"key": "z.zip", "member": "m/changed.png", "label": "m", "split": "val",
+             "content_hash": hashlib.sha256(png(5)).hexdigest()},
+            {"key": "z.zip", "member": "m/gone.png", "label": "m", "split": "val",
+             "content_hash": hashlib.sha256(png(6)).hexdigest()}]
     buf = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows), buf)
     s3.put_object(Bucket="raw-bucket", Key="lake/_tensors/photos/sel.parquet",
@@ -172,8 +180,12 @@ def test_the_tensor_step_reads_raw_and_publishes_to_s3(s3, tmp_path):
                        "scratch": str(tmp_path / "scratch"), "selection":
                        "_tensors/photos/sel.parquet", "size": [16, 16], "fit": "crop",
                        "resample": "bilinear", "shard_mb": 1}, pipes)
-    assert pipes.materialized["samples"] == 1
-    assert [r["key"] for r in pipes.materialized["left_out"]["raw_value"]] == ["b.png"]
+    assert pipes.materialized["samples"] == 2
+    assert {(r["key"], r["member"], r["reason"]) for r in
+            pipes.materialized["left_out"]["raw_value"]} == {
+        ("b.png", None, "changed since its manifest"),
+        ("z.zip", "m/changed.png", "changed since its manifest"),
+        ("z.zip", "m/gone.png", "not in the archive any more")}
     assert all(pipes.checks.values()) and len(pipes.checks) == 4
     names = {o["Key"].rsplit("/", 1)[-1] for o in s3.list_objects_v2(
         Bucket="raw-bucket", Prefix="lake/tensors/photos/")["Contents"]}

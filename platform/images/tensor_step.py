@@ -65,6 +65,15 @@ def gather_sources(rows: list[dict], raw, dataset: str, src_dir: Path, known: se
         samples.append(Sample(key=r["key"], member=r["member"], content_hash=r["content_hash"],
                               label=r["label"], split=r["split"] or "train", source=source))
 
+    def take(r: dict, data: bytes) -> None:
+        """Keep the image's bytes (in scratch, named by content) if they are its manifest's."""
+        if _sha256(data) != r["content_hash"]:
+            left_out.append({**r, "reason": "changed since its manifest"})
+            return
+        dest = src_dir / r["content_hash"]
+        dest.write_bytes(data)
+        add(r, str(dest))
+
     for key, group in sorted(by_key.items()):
         needed = [r for r in group if r["content_hash"] not in known]
         for r in group:
@@ -72,38 +81,28 @@ def gather_sources(rows: list[dict], raw, dataset: str, src_dir: Path, known: se
                 add(r, b"")  # never read: the writer keeps the tensor it has
         if not needed:
             continue
+        wanted = {r["member"]: r for r in needed}  # single files: the one None member
         try:
             upload = raw.local_file(f"{dataset}/{key}", src_dir / "upload")
             if group[0]["member"] is None:
-                r = needed[0]
-                data = upload.read_bytes()
-                if _sha256(data) != r["content_hash"]:
-                    left_out.append({**r, "reason": "changed since its manifest"})
-                    continue
-                dest = src_dir / r["content_hash"]
-                dest.write_bytes(data)
-                add(r, str(dest))
+                take(wanted.pop(None), upload.read_bytes())
                 continue
-            wanted = {r["member"]: r for r in needed}
             for m in iter_members(upload, limits):
                 r = wanted.pop(m.name, None)
-                if r is None or m.reason:
+                if r is None:
                     continue
                 try:
+                    if m.reason:
+                        raise MemberError(m.reason)
                     data = m.read()
                 except MemberError as e:
                     left_out.append({**r, "reason": str(e)})
                     continue
-                if _sha256(data) != r["content_hash"]:
-                    left_out.append({**r, "reason": "changed since its manifest"})
-                    continue
-                dest = src_dir / r["content_hash"]
-                dest.write_bytes(data)
-                add(r, str(dest))
+                take(r, data)
             left_out += [{**r, "reason": "not in the archive any more"}
                          for r in wanted.values()]
         except (FileNotFoundError, ArchiveError) as e:
-            left_out += [{**r, "reason": f"{type(e).__name__}: {e}"} for r in needed]
+            left_out += [{**r, "reason": f"{type(e).__name__}: {e}"} for r in wanted.values()]
     return samples, left_out
 
 
