@@ -113,7 +113,24 @@ class InProcessCompute(ComputeResource):
         return PipesClientCompletedInvocation(session)
 
 
-class LocalCompute(ComputeResource):
+class SelectingCompute(ComputeResource):
+    """A compute resource that hands every launch to the launcher `selected()` names."""
+
+    @abc.abstractmethod
+    def selected(self) -> ComputeResource:
+        """Return the launcher to use; raises ValueError for an unknown name."""
+
+    def run(self, context, *, step, params=None, extras=None):
+        return self.selected().run(context, step=step, params=params, extras=extras)
+
+    def message_reader(self) -> StepErrorCapture:
+        return self.selected().message_reader()
+
+    def launch(self, context, extras, reader) -> PipesClientCompletedInvocation:
+        return self.selected().launch(context, extras, reader)
+
+
+class LocalCompute(SelectingCompute):
     """Subprocess (default) or in-process, picked by `launcher` or $PLATFORM_COMPUTE at run time."""
 
     launcher: str | None = Field(
@@ -131,12 +148,3 @@ class LocalCompute(ComputeResource):
         raise ValueError(
             f"compute launcher {name!r} is not a local one; expected one of {LOCAL_LAUNCHERS}"
         )
-
-    def run(self, context, *, step, params=None, extras=None):
-        return self.selected().run(context, step=step, params=params, extras=extras)
-
-    def message_reader(self) -> StepErrorCapture:
-        return self.selected().message_reader()
-
-    def launch(self, context, extras, reader) -> PipesClientCompletedInvocation:
-        return self.selected().launch(context, extras, reader)

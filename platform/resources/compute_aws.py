@@ -18,7 +18,7 @@ from pydantic import Field
 from ..compute.aws import aws_client
 from ..compute.batch import PipesBatchClient
 from ..compute.messages import StepCloudWatchMessageReader, StepErrorCapture, StepS3MessageReader
-from .compute import ENTRY_COMMAND, ComputeResource
+from .compute import ENTRY_COMMAND, ComputeResource, SelectingCompute
 
 # Every Batch job we submit carries this tag (value: the job queue), so that the run role may
 # terminate only the platform's jobs (an IAM condition on aws:ResourceTag).
@@ -153,7 +153,7 @@ class BatchCompute(_AwsLauncher):
         )
 
 
-class AwsCompute(ComputeResource):
+class AwsCompute(SelectingCompute):
     """Batch or ECS, as `launcher` (PLATFORM_COMPUTE in the deploy) says."""
 
     launcher: str = Field(default="batch", description="'batch' or 'ecs'")
@@ -167,15 +167,6 @@ class AwsCompute(ComputeResource):
         if self.launcher == "ecs":
             return self.ecs
         raise ValueError(f"compute launcher {self.launcher!r}: expected one of {AWS_LAUNCHERS}")
-
-    def run(self, context, *, step, params=None, extras=None):
-        return self.selected().run(context, step=step, params=params, extras=extras)
-
-    def message_reader(self) -> StepErrorCapture:
-        return self.selected().message_reader()
-
-    def launch(self, context, extras, reader) -> PipesClientCompletedInvocation:
-        return self.selected().launch(context, extras, reader)
 
 
 def _split(values: str) -> list[str]:
