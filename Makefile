@@ -11,9 +11,12 @@ export PLATFORM_DATA_DIR ?= $(DATA)
 export DAGSTER_HOME ?= $(DATA)/dagster_home
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
 
-.PHONY: install dev samples test bench clean
+CI_DATA ?= $(CURDIR)/.ci-data
 
-$(STAMP): pyproject.toml $(shell find platform -name "*.py" -o -name "*.yaml")
+.PHONY: install dev samples test check-samples ci bench clean
+
+# Contracts (*.yaml) are read from the source folder at every load: editing one needs no reinstall.
+$(STAMP): pyproject.toml $(shell find platform -name "*.py")
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# Strict editable mode: a module missing from the packages list fails here as in the wheel.
@@ -35,6 +38,19 @@ dev: install samples
 
 test: install
 	$(BIN)/python -m pytest
+
+# The data side of CI: the sample uploads ingested into a fresh data folder by the real jobs, then
+# every check of what was committed. A contract, cleaning rule or sample change that breaks data
+# quality fails here (a file that fails its audits, or an ERROR check on a committed table).
+check-samples: install
+	rm -rf $(CI_DATA) && mkdir -p $(CI_DATA)/raw
+	cp -r samples/raw/. $(CI_DATA)/raw/
+	$(BIN)/python -m data_platform.instance $(CI_DATA)/dagster_home
+	PLATFORM_DATA_DIR=$(CI_DATA) DAGSTER_HOME=$(CI_DATA)/dagster_home $(BIN)/data-platform materialize
+	PLATFORM_DATA_DIR=$(CI_DATA) DAGSTER_HOME=$(CI_DATA)/dagster_home $(BIN)/data-platform check
+
+# What CI runs (.ci/run and .github/workflows/ci.yml): the tests, then the samples' checks.
+ci: test check-samples
 
 # polars (the `bench` extra) is a peer in the benchmark; installed on first use.
 bench: install

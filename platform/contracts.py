@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import unicodedata
 import zoneinfo
@@ -25,7 +26,11 @@ from .images.settings import (
     parse_image_settings,
 )
 
-CONTRACTS_DIR = Path(__file__).parent / "datasets"
+# The shipped contracts, in the source folder itself: resolved, so that an editable install's
+# link tree (which keeps a dangling link to a deleted file and misses an added one until the
+# next install) is never read.
+CONTRACTS_DIR = Path(__file__).resolve().parent / "datasets"
+CONTRACTS_DIR_VAR = "PLATFORM_CONTRACTS_DIR"
 
 DEFAULT_NULL_MARKERS = ("", "NA", "N/A", "NULL", "null", "NaN")
 FORMATS = ("csv", "jsonl", "parquet")
@@ -381,6 +386,17 @@ def load_contract(path: Path) -> Contract:
     return contract
 
 
-def load_contracts(directory: Path = CONTRACTS_DIR) -> dict[str, Contract]:
-    """Load every `*.yaml` contract in `directory`, keyed by dataset name."""
+def contracts_dir() -> Path:
+    """Where the contracts are: PLATFORM_CONTRACTS_DIR if set, else the shipped folder."""
+    return Path(os.environ.get(CONTRACTS_DIR_VAR) or CONTRACTS_DIR)
+
+
+def load_contracts(directory: Path | None = None) -> dict[str, Contract]:
+    """Load every `*.yaml` contract in `directory` (default `contracts_dir()`), keyed by dataset
+    name; read afresh on every call, so a restart or a reload of the definitions sees added,
+    edited and deleted contracts without reinstalling anything."""
+    directory = contracts_dir() if directory is None else Path(directory)
+    if not directory.is_dir():
+        raise ContractError(f"no contracts folder at {directory} (set {CONTRACTS_DIR_VAR} to "
+                            "the folder holding your <dataset>.yaml files)")
     return {c.name: c for c in (load_contract(p) for p in sorted(directory.glob("*.yaml")))}

@@ -1,8 +1,10 @@
 """The Definitions: every dataset's assets, checks and job, the sensor, and one resource set
 (storage, catalog, scratch, compute).
 
-PLATFORM_ENV (default `local`) picks the resource set; it is the only variable read here. Nothing
-touches storage or the network while this module loads.
+PLATFORM_ENV (default `local`) picks the resource set and PLATFORM_CONTRACTS_DIR (default: the
+shipped `datasets/` folder) where the contracts are; they are the only variables read here, and
+the contracts are read afresh at every load, so "Reload definitions" in the UI picks up added,
+edited and deleted contracts. Nothing touches storage or the network while this module loads.
 """
 
 from __future__ import annotations

@@ -56,6 +56,18 @@ run_retries:
   enabled: true
   max_retries: 3
   retry_on_asset_or_op_failure: false
+
+# The raw-upload sensor ticks every few seconds (~17,000 ticks a day): skipped ticks are purged
+# after a day so that .data/ stays small; ticks that did something are kept, and so is the run
+# history (it holds the materializations the UI's lineage and partition status are made of).
+retention:
+  schedule:
+    purge_after_days: 30
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 30
+      success: -1
 """
 
 

@@ -17,7 +17,7 @@ SAMPLES = REPO / "samples" / "raw"
 
 S3_REGION = "eu-west-1"
 _PLATFORM_VARS = ("PLATFORM_RAW_URL", "PLATFORM_LAKE_URL", "PLATFORM_DUCKDB_PATH",
-                  "PLATFORM_SCRATCH_DIR", "PLATFORM_ENV")
+                  "PLATFORM_SCRATCH_DIR", "PLATFORM_ENV", "PLATFORM_CONTRACTS_DIR")
 
 
 @pytest.fixture

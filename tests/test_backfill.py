@@ -3,14 +3,20 @@ asset backfills in the instance, run by the daemon, through the local instance a
 webserver's GraphQL API.
 
 The sensor is kept from launching runs of its own (its settle time is set beyond the test), so
-every run here is the backfill's; the partitions are added as the sensor would add them.
+every run here is the backfill's; the partitions are added as the sensor would add them. The
+contracts are a copy in a temporary folder (PLATFORM_CONTRACTS_DIR), so that the test can edit,
+add and delete them as a person would, and reload the definitions as the UI's button does.
 """
 
 import re
+import shutil
+from decimal import Decimal
 
 import dagster as dg
 import pytest
 from data_platform.cli import main
+from data_platform.contracts import CONTRACTS_DIR
+from data_platform.operating.sources import GraphQLClient
 from data_platform.resources import DuckDBCatalog
 
 from .conftest import write_raw
@@ -26,10 +32,19 @@ def rows(ids, amount="2.50"):
 
 
 @pytest.fixture
-def dev(data_dir, tmp_path, monkeypatch):
+def contracts(tmp_path, monkeypatch):
+    folder = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, folder)
+    monkeypatch.setenv("PLATFORM_CONTRACTS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def dev(data_dir, tmp_path, monkeypatch, contracts):
     home = tmp_path / "dagster_home"
     server = DevServer(data_dir, home, tmp_path / "dagster_dev.log",
-                       env={"PLATFORM_SENSOR_SETTLE_SECONDS": "1000000"})
+                       env={"PLATFORM_SENSOR_SETTLE_SECONDS": "1000000",
+                            "PLATFORM_CONTRACTS_DIR": str(contracts)})
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     server.start()
     try:
@@ -50,21 +65,38 @@ def launched_id(out: str) -> str:
     return re.search(r"launched backfill (\S+):", out).group(1)
 
 
+RELOAD = """mutation Reload($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name)
+  { __typename ... on WorkspaceLocationEntry { locationOrLoadError { __typename
+      ... on PythonError { message } } } } }"""
+ASSETS = "query { assetNodes { assetKey { path } } }"
+
+
+def reload(url: str) -> set[tuple[str, ...]]:
+    """Reload the code location as the UI's "Reload definitions" does; returns its asset keys."""
+    gql = GraphQLClient(url)
+    state = gql(RELOAD, name="data_platform")["reloadRepositoryLocation"]
+    assert state["locationOrLoadError"]["__typename"] == "RepositoryLocation", state
+    return {tuple(n["assetKey"]["path"]) for n in gql(ASSETS)["assetNodes"]}
+
+
 def per_file(catalog):
     return catalog.query("SELECT _source_key, count(*) FROM orders GROUP BY 1 ORDER BY 1")
 
 
 @pytest.mark.e2e
 def test_backfills_through_the_webserver_and_the_local_instance(data_dir, dev, capsys,
-                                                                 monkeypatch):
+                                                                 monkeypatch, contracts):
     """One `dagster dev` (the daemon runs a backfill in two of its 30 s iterations at least, so
     the scenarios share it): a backfill launched over GraphQL, then from the local instance
-    the files never materialized, one of which fails, then --failed after the fix."""
+    the files never materialized, one of which fails on the contract (amounts too large for its
+    decimal), then the contract is fixed, the definitions reloaded and --failed reruns exactly
+    that file to green. Last, a contract added and deleted on the running server."""
     instance = dg.DagsterInstance.from_config(str(dev.home))
     catalog = DuckDBCatalog(path=str(data_dir / "catalog.duckdb"))
     url = f"http://127.0.0.1:{dev.port}"
     upload(data_dir, instance, {"a.csv": rows(range(1, 11)),
-                                "b.csv": rows(range(11, 21), "12x"),  # every row rejected
+                                # too large for decimal(12,2): every row rejected
+                                "b.csv": rows(range(11, 21), "123456789012.50"),
                                 "c.csv": rows(range(21, 31))})
 
     # Through the webserver: nothing local is needed.
@@ -106,11 +138,14 @@ def test_backfills_through_the_webserver_and_the_local_instance(data_dir, dev, c
     assert main(["status", "--url", url, "--json"]) == 0
     assert '"failed": 1' in capsys.readouterr().out
 
-    # --failed picks exactly the file that failed; fixed and rerun, it lands.
+    # --failed picks exactly the file that failed; the contract fixed (a wider decimal, which
+    # evolves the table), the definitions reloaded and the file rerun, it lands.
     assert main(["backfill", "orders", "--failed", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [
         "  b.csv\trejected_share: 100.0% of records rejected (error above 10%)"]
-    write_raw(data_dir, "orders/b.csv", HEADER + rows(range(11, 21)))
+    orders = contracts / "orders.yaml"
+    orders.write_text(orders.read_text().replace('"decimal(12,2)"', '"decimal(16,2)"'))
+    assert ("table", "orders") in reload(url)
     assert main(["backfill", "orders", "--failed", *WAIT]) == 0, dev.tail()
     third = launched_id(capsys.readouterr().out)
     assert instance.get_backfill(third).status.value == "COMPLETED_SUCCESS"
@@ -122,6 +157,16 @@ def test_backfills_through_the_webserver_and_the_local_instance(data_dir, dev, c
     assert "nothing to backfill" in capsys.readouterr().out
     assert {b.backfill_id for b in instance.get_backfills()} == {first, second, third}
     assert main(["check", "orders"]) == 0
+    assert catalog.query("SELECT max(amount) FROM orders") == [
+        (Decimal("123456789012.50"),)]
+
+    # A contract added, then deleted, on the running server: a reload is all it takes.
+    (contracts / "extra.yaml").write_text(
+        orders.read_text().replace("name: orders", "name: extra"))
+    assert ("table", "extra") in reload(url)
+    (contracts / "extra.yaml").unlink()
+    keys = reload(url)
+    assert ("table", "extra") not in keys and ("table", "orders") in keys
 
 
 def dev_graph():

@@ -4,6 +4,7 @@
                            [--dry-run] [--wait] [--url http://host:3000]
     data-platform check [DATASET ...] [--json]
     data-platform status [--url http://host:3000]
+    data-platform materialize [DATASET ...]
 
 Exit codes: 0 fine; 1 a backfill had failed files, or an ERROR check fails; 2 a request that
 cannot be carried out (unknown dataset or partition, no instance, unreachable webserver).
@@ -215,6 +216,16 @@ def add_parsers(sub) -> None:
     stat.add_argument("--url", help="read Dagster's side from a webserver (http://host:port)")
     stat.add_argument("--json", action="store_true")
     stat.set_defaults(func=_guarded(_cmd_status))
+    mat = sub.add_parser("materialize", help="ingest every raw file of the datasets now, in "
+                                             "this process (no daemon; for CI and scripts)")
+    mat.add_argument("datasets", nargs="*", metavar="DATASET")
+    mat.set_defaults(func=_guarded(lambda args: _materialize(args.datasets or None)))
+
+
+def _materialize(names):
+    from .materialize import run
+
+    return run(names)
 
 
 def _guarded(command):
