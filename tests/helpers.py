@@ -86,6 +86,13 @@ def submit_run(defs: dg.Definitions, instance: dg.DagsterInstance, sensor_name: 
     return True
 
 
+def sensor_state(instance: dg.DagsterInstance, cursor: str | None) -> dict:
+    """The raw-upload sensor's state that `cursor` points to (kept in the instance)."""
+    from data_platform.sensors import state as ss
+
+    return ss.load_state(instance, ss.parse_cursor(cursor)[0])
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:

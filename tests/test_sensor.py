@@ -1,6 +1,5 @@
 """The raw-upload sensor against a real (ephemeral) Dagster instance and a real raw folder."""
 
-import json
 import os
 import time
 
@@ -19,7 +18,7 @@ from data_platform.resources.storage import LocalObjectStore, ObjectInfo, Versio
 from data_platform.sensors.raw_uploads import SensorSettings, plan_dataset
 
 from .conftest import write_raw
-from .helpers import tick
+from .helpers import sensor_state, tick
 
 CSV = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
 
@@ -66,7 +65,8 @@ def drain(defs, instance, cursor=None, max_ticks=10):
     for _ in range(max_ticks):
         requests, _, cursor = tick(defs, instance, cursor)
         all_requests += requests
-        if not requests and not json.loads(cursor)["datasets"]["orders"].get("pending"):
+        if not requests and not sensor_state(instance, cursor)["datasets"]["orders"].get(
+                "pending"):
             break
     return all_requests, cursor
 
@@ -90,13 +90,14 @@ def test_new_files_wait_one_tick_then_launch_once(env):
 
 
 def test_run_keys_are_deterministic(env):
-    """Two evaluations of the same state produce the same run key, so Dagster dedupes them."""
+    """Two evaluations of the same state (a tick replayed because the daemon died before it
+    saved the cursor) produce the same run key, so Dagster dedupes them."""
     data_dir, defs, instance = env
     write_raw(data_dir, "orders/a.csv", order_rows(1), mtime=time.time() - 50)
     _, _, cursor = tick(defs, instance, None)
-    first, _, _ = tick(defs, dg.DagsterInstance.ephemeral(), cursor)
-    second, _, _ = tick(defs, dg.DagsterInstance.ephemeral(), cursor)
-    assert first[0].run_key == second[0].run_key
+    first, _, _ = tick(defs, instance, cursor, submit=False)
+    second, _, _ = tick(defs, instance, cursor, submit=False)
+    assert first and first[0].run_key == second[0].run_key
 
 
 def test_equal_timestamps_across_ticks_skip_nothing(env, monkeypatch):
@@ -185,7 +186,7 @@ def test_file_still_being_written_is_not_launched(env):
         f.write("2026-11-20T10:00:00+00:00,2026-11-20,false\n")
     requests, skip, cursor = tick(defs, instance, cursor)
     assert requests == [] and "waiting for 1 file(s)" in skip
-    first_seen = json.loads(cursor)["datasets"]["orders"]["pending"]["big.csv"][1]
+    first_seen = sensor_state(instance, cursor)["datasets"]["orders"]["pending"]["big.csv"][1]
     requests, _, _ = tick(defs, instance, cursor)
     assert launched(requests) == [("big.csv", "big.csv", None)]
     # The run is pinned to the complete file, as first seen complete.

@@ -1,29 +1,35 @@
-"""The raw-upload sensor (listing mode): every new version of an object under raw/<dataset>/ is
-launched once, as a partition of that dataset and a run pinned to that version.
+"""The raw-upload sensor: every new version of an object under raw/<dataset>/ is launched once,
+as a partition of that dataset and a run pinned to that version.
 
-A tick only lists: it never reads content. Each object has a cheap *signature* (size, mtime,
-ctime and inode locally; size, ETag and LastModified on S3) and an ordering time, `changed_ns`
-(the ctime locally, which every write, rename or `cp -p` moves forward and nobody can set back;
-LastModified on S3). Per dataset the cursor keeps a watermark on that time, the signatures
-handled at or above it (less a look-back on S3, whose LastModified is a multipart upload's
-start), and the objects seen but not yet settled with the time each signature was first seen.
-An object is a candidate when it is in that window with a signature not handled yet, or below
-it but not yet a partition (a tick that crashed, an upload that finished late).
+**Listing mode** (the default; locally always). A tick lists raw/ and never reads content. Each
+object has a cheap *signature* (size, mtime, ctime and inode locally; size, ETag and
+LastModified on S3) and an ordering time, `changed_ns` (the ctime locally, which every write,
+rename or `cp -p` moves forward and nobody can set back; LastModified on S3). Per dataset the
+state keeps a watermark on that time, the signatures handled at or above it (less a look-back on
+S3, whose LastModified is a multipart upload's start), and the objects seen but not yet settled
+with the time each signature was first seen (planning.plan_dataset). A candidate is launched
+once settled: the same signature in the previous tick, and already older than the settle time
+then, so a file still being copied is never read half-written.
 
-A candidate is launched once settled: the same signature in the previous tick, and already
-older than the settle time then, so a file still being copied is never read half-written and
-the decision depends on the cursor and the listing only. Its version is (first-seen time,
-signature), passed to the run through run config, and the run key is derived from the versions
-it carries: a re-upload, even of identical bytes or of earlier content (A -> B -> A), is a new
-run, while a tick replayed from the same cursor (a crash before the cursor was saved) repeats
-its run keys, which the daemon drops. Whether the content really changed is the run's business:
-it copies exactly that version and hashes the copy. New keys of a dataset are added in one
-sorted request, so they form one contiguous range of the dynamic partitions and run in a few
-ranged runs (each file keeps its own partition status); a known key with a new signature runs
-alone. One tick launches at most `max_files_per_tick` files; a backlog drains over ticks.
+**Queue mode** (PLATFORM_RAW_EVENTS_QUEUE_URL set, as the deploy does). A tick reads S3 event
+notifications from SQS instead of listing (events.py): per key its newest event, then one HEAD,
+and the object as it is now is launched unless its signature was handled already
+(planning.plan_events). A tick costs the same whatever the bucket holds. Messages are deleted by
+the next tick, once the cursor that recorded them is saved; a crash in between only means a
+redelivery, found handled. A reconciliation listing (every `reconcile_seconds`, and at the first
+tick) launches what no event announced (planning.plan_reconcile).
 
+Both modes: a version is (seq, signature), passed to the run through run config, and the run key
+derives from the versions it carries: a re-upload, even of identical bytes or of earlier content
+(A -> B -> A), is a new run, while a tick replayed from the same state repeats its run keys,
+which the daemon drops. Whether the content really changed is the run's business: it copies
+exactly that version and hashes the copy. New keys of a dataset are added in one sorted request,
+so they form one contiguous range of the dynamic partitions and run in a few ranged runs (each
+file keeps its own partition status); a known key with a new version runs alone. A tick launches
+at most `max_files_per_tick` files, shared fairly between datasets; a backlog drains over ticks.
 Every version requested is remembered until its staging record is final; one that no run
-finished is requested again or given up (healing.py), so a crash anywhere loses no file.
+finished is requested again or given up (healing.py), so a crash anywhere loses no file. The
+state lives in the instance's database, not in the cursor (state.py).
 """
 
 import dataclasses
@@ -31,7 +37,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -43,146 +49,26 @@ from .. import staging as st
 from ..assets import DatasetDefs
 from ..resources.storage import ObjectInfo, StorageResource
 from ..versions import versions_run_config
+from . import state as ss
+from .events import EventQueue, latest_per_key, raw_relative
 from .healing import alive_versions, give_up, plan_healing
+from .planning import (
+    DAGSTER_PARTITION_LIMIT,
+    SensorSettings,
+    Version,
+    fair_shares,
+    ignored_reason,
+    plan_dataset,
+    plan_events,
+    plan_reconcile,
+    run_key,
+)
 
-CURSOR_VERSION = 2
-DAGSTER_PARTITION_LIMIT = 100_000
-INVALID_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+QUEUE_URL_VAR = "PLATFORM_RAW_EVENTS_QUEUE_URL"
+UNLIMITED = 10**12
 
-
-@dataclasses.dataclass(frozen=True)
-class SensorSettings:
-    """Limits of one tick; read from PLATFORM_SENSOR_* variables when the sensor runs."""
-
-    max_files_per_tick: int = 1000
-    max_files_per_run: int = 100
-    settle_seconds: float = 5.0
-    lookback_seconds: float = 3600.0  # only where the ordering time is not exact (S3)
-    partition_warn_at: int = 80_000
-    heal_after_seconds: float = 300.0  # see healing.py; doubles with each request
-    heal_max_attempts: int = 4
-
-    @classmethod
-    def from_env(cls) -> "SensorSettings":
-        def get(name, default, cast):
-            value = os.environ.get(f"PLATFORM_SENSOR_{name.upper()}")
-            return cast(value) if value else default
-
-        return cls(**{
-            f.name: get(f.name, f.default, type(f.default)) for f in dataclasses.fields(cls)
-        })
-
-
-def ignored_reason(rel_key: str) -> str | None:
-    """Why a key under raw/<dataset>/ is left alone, or None if it is a candidate."""
-    parts = rel_key.split("/")
-    if any(p.startswith((".", "_")) for p in parts):
-        return "hidden or temporary"
-    if any(bad in rel_key for bad in INVALID_KEY_PARTS):
-        return "name contains characters Dagster partition keys cannot hold"
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Version:
-    """One object version to launch: its key, its info now, and its sequence number."""
-
-    key: str
-    info: ObjectInfo
-    seq: int
-
-    @property
-    def signature(self) -> str:
-        return self.info.signature
-
-
-@dataclasses.dataclass
-class DatasetPlan:
-    """What one tick decided for one dataset."""
-
-    new: list[Version]  # keys not yet partitions, in key order
-    changed: list[Version]  # known keys with a new signature
-    waiting: list[str]
-    deferred: int
-    state: dict
-
-
-def plan_dataset(
-    objects: Iterable[ObjectInfo],
-    state: Mapping,
-    known: set[str],
-    *,
-    now_ns: int,
-    last_tick_ns: int | None,
-    settings: SensorSettings,
-    budget: int,
-    lookback_ns: int = 0,
-) -> DatasetPlan:
-    """Decide, for one dataset, which object versions to launch; pure.
-
-    `objects` have keys relative to raw/<dataset>/; `known` is the set of existing partitions;
-    `state` is the dataset's part of the cursor; `last_tick_ns` is when the previous tick ran
-    (None on the first). Returns the versions to launch and the dataset's next state.
-    """
-    wm = int(state.get("wm", 0))
-    done: dict[str, str] = dict(state.get("done", {}))
-    # key -> [signature, first seen (ns), 1 if the key was not a partition when first seen];
-    # the flag keeps a replayed tick's runs as they were though its partitions now exist.
-    pending: dict[str, list] = {k: list(v) for k, v in state.get("pending", {}).items()}
-    settle_ns = int(settings.settle_seconds * 1e9)
-    window = wm - lookback_ns
-
-    candidates = []
-    for o in objects:
-        seen = pending.get(o.key)
-        if o.changed_ns >= window:
-            if done.get(o.key) != o.signature:
-                candidates.append(o)
-        elif o.key not in known or (seen and seen[0] == o.signature):
-            candidates.append(o)  # late, or replayed: the previous tick already had it
-
-    new_pending: dict[str, list] = {}
-    ready, waiting = [], []
-    for o in sorted(candidates, key=lambda o: (o.changed_ns, o.key)):
-        seen = pending.get(o.key)
-        if seen and seen[0] == o.signature:
-            # Settled if unchanged since the previous tick and already old enough then.
-            age = None if last_tick_ns is None else last_tick_ns - min(o.changed_ns, seen[1])
-            entry = seen
-            (ready if age is not None and age >= settle_ns else waiting).append(o)
-        else:
-            entry = [o.signature, now_ns, int(o.key not in known)]
-            waiting.append(o)
-        new_pending[o.key] = entry
-    taken, deferred = ready[:max(0, budget)], ready[max(0, budget):]
-
-    new, changed = [], []
-    for o in taken:
-        entry = new_pending.pop(o.key)
-        was_new = len(entry) > 2 and entry[2]
-        (new if was_new or o.key not in known else changed).append(Version(o.key, o, entry[1]))
-        done[o.key] = o.signature
-
-    # The watermark rises to the newest version handled, but not past the oldest object still
-    # to handle (less the look-back), nor past this tick's own clock (an mtime set in the
-    # future must not hide the next real change); it never moves down.
-    top = max([wm] + [o.changed_ns for o in taken])
-    unhandled = [o.changed_ns + lookback_ns for o in waiting + deferred
-                 if o.changed_ns >= window]
-    new_wm = max(wm, min([top, now_ns] + unhandled))
-    floor = new_wm - lookback_ns
-    done = {o.key: done[o.key] for o in objects if o.key in done and o.changed_ns >= floor}
-    return DatasetPlan(
-        new=sorted(new, key=lambda v: v.key), changed=changed,
-        waiting=[o.key for o in waiting], deferred=len(deferred),
-        state={"wm": new_wm, "done": done, "pending": new_pending},
-    )
-
-
-def run_key(dataset: str, versions: list[Version]) -> str:
-    """A run key derived from the versions a run carries: same versions, same key."""
-    blob = json.dumps([dataset] + [(v.key, v.signature, v.seq) for v in versions])
-    return f"{dataset}:{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+__all__ = ["build_raw_uploads_sensor", "SensorSettings", "ignored_reason", "run_key",
+           "heal_requests", "QUEUE_URL_VAR"]
 
 
 def heal_requests(dataset: str, job_name: str, again: list[tuple[str, int, str, int]],
@@ -215,8 +101,230 @@ def heal_requests(dataset: str, job_name: str, again: list[tuple[str, int, str, 
     return out
 
 
+
 def _run_config(dataset: str, versions: list[Version]) -> dict:
     return versions_run_config(dataset, {v.key: (v.seq, v.signature) for v in versions})
+
+
+class Tick:
+    """One evaluation: what it requests, and its notes for the skip reason."""
+
+    def __init__(self, context: dg.SensorEvaluationContext, datasets: Mapping[str, DatasetDefs],
+                 settings: SensorSettings, storage: StorageResource, state: dict, now_ns: int):
+        self.context, self.datasets, self.settings = context, datasets, settings
+        self.instance = context.instance
+        self.raw, self.lake = storage.raw(), storage.lake()
+        self.state, self.now_ns = state, now_ns
+        self.run_requests: list[dg.RunRequest] = []
+        self.partition_requests: list = []
+        self.events: list[dg.AssetMaterialization] = []
+        self.notes: list[str] = []
+        self.ignored: dict[str, list[str]] = {}
+
+    def ds_state(self, ds: str) -> dict:
+        return self.state.setdefault("datasets", {}).setdefault(ds, {})
+
+    def classify(self, key: str) -> tuple[str, str] | None:
+        """(dataset, key inside it) of a key relative to raw/, or None (noted) if ignored."""
+        ds, _, rel = key.partition("/")
+        if not rel:
+            self.ignored.setdefault("not inside a dataset folder", []).append(key)
+        elif ds not in self.datasets:
+            self.ignored.setdefault(f"unknown dataset {ds!r}", []).append(key)
+        elif reason := ignored_reason(rel):
+            self.ignored.setdefault(reason, []).append(key)
+        else:
+            return ds, rel
+        return None
+
+    def split(self, objects) -> dict[str, list[ObjectInfo]]:
+        """Group raw objects by dataset, with keys relative to raw/<dataset>/."""
+        by_dataset: dict[str, list[ObjectInfo]] = {}
+        for o in objects:
+            if found := self.classify(o.key):
+                by_dataset.setdefault(found[0], []).append(dataclasses.replace(o, key=found[1]))
+        return by_dataset
+
+    def heal(self, ds: str) -> None:
+        """Request again, or give up, the versions in flight that no run finished."""
+        d, s = self.datasets[ds], self.ds_state(ds)
+        inflight = s.get("inflight") or {}
+        if not inflight:
+            return
+        settings = self.settings
+        heal = plan_healing(
+            inflight, alive_versions(self.instance, d.job.name, ds),
+            lambda k, sig: getattr(st.read_record(self.lake, ds, k, sig), "status", None),
+            now_ns=self.now_ns, heal_after_ns=int(settings.heal_after_seconds * 1e9),
+            max_attempts=settings.heal_max_attempts)
+        s["inflight"] = heal.inflight
+        for key, seq, why in heal.gave_up:
+            reason = give_up(self.lake, self.instance, d.job.name, ds, key, seq, why)
+            self.context.log.warning(f"{ds}/{key} (version {seq}): {reason}")
+            self.notes.append(f"{ds}: gave up on {key}")
+        if heal.again:
+            self.context.log.info(f"{ds}: requesting {len(heal.again)} file(s) again: "
+                                  + ", ".join(a[0] for a in heal.again[:20]))
+            order = self.instance.get_dynamic_partitions(d.partitions.name)
+            self.run_requests.extend(heal_requests(ds, d.job.name, heal.again, order,
+                                                   max(1, settings.max_files_per_run)))
+
+    def launch(self, ds: str, new: list[Version], changed: list[Version], known) -> None:
+        """Runs for new keys (ranged, after adding their partitions) and changed keys (alone)."""
+        d, s = self.datasets[ds], self.ds_state(ds)
+        inflight = s.setdefault("inflight", {})
+        for v in new + changed:
+            inflight[v.key] = [v.signature, v.seq, self.now_ns, 1, 0]
+        new_keys = [v.key for v in new if v.key not in known]
+        if new_keys:
+            self.partition_requests.append(d.partitions.build_add_request(new_keys))
+        for v in new + changed:
+            self.events.append(dg.AssetMaterialization(
+                asset_key=d.raw.key, partition=v.key,
+                metadata={"size": v.info.size, "signature": v.signature, "seq": v.seq,
+                          "changed_ns": v.info.changed_ns, "uri": self.raw.uri(f"{ds}/{v.key}")},
+            ))
+        step = max(1, self.settings.max_files_per_run)
+        for i in range(0, len(new), step):
+            chunk = new[i:i + step]
+            self.run_requests.append(dg.RunRequest(
+                run_key=run_key(ds, chunk), job_name=d.job.name,
+                run_config=_run_config(ds, chunk),
+                tags={ASSET_PARTITION_RANGE_START_TAG: chunk[0].key,
+                      ASSET_PARTITION_RANGE_END_TAG: chunk[-1].key,
+                      "platform/dataset": ds, "platform/files": str(len(chunk))}))
+        for v in changed:
+            self.run_requests.append(dg.RunRequest(
+                run_key=run_key(ds, [v]), job_name=d.job.name, partition_key=v.key,
+                run_config=_run_config(ds, [v]),
+                tags={"platform/dataset": ds, "platform/files": "1",
+                      "platform/reason": "new version"}))
+
+    def warn_partitions(self, ds: str, count: int) -> None:
+        if count >= self.settings.partition_warn_at:
+            self.context.log.warning(
+                f"{ds} has {count} partitions; Dagster advises at most "
+                f"{DAGSTER_PARTITION_LIMIT}. Upload larger files or archives.")
+
+    def skip_reason(self) -> str:
+        why = self.notes + [
+            f"{reason}: {', '.join(keys[:20])}" + (" ..." if len(keys) > 20 else "")
+            for reason, keys in sorted(self.ignored.items())]
+        return "no new or changed files" + ("; " + "; ".join(why) if why else "")
+
+
+def listing_tick(tick: Tick, last_tick_ns: int | None) -> None:
+    """List raw/, plan each dataset, share the tick's budget fairly, launch."""
+    settings = tick.settings
+    lookback_ns = 0 if tick.raw.ordering_time_exact else int(settings.lookback_seconds * 1e9)
+    by_dataset = tick.split(tick.raw.list())
+    known, demand = {}, {}
+    for ds, d in tick.datasets.items():
+        tick.heal(ds)
+        order = tick.instance.get_dynamic_partitions(d.partitions.name)
+        known[ds] = set(order)
+        tick.warn_partitions(ds, len(order))
+        if by_dataset.get(ds):
+            probe = plan_dataset(by_dataset[ds], tick.ds_state(ds), known[ds],
+                                 now_ns=tick.now_ns, last_tick_ns=last_tick_ns,
+                                 settings=settings, budget=UNLIMITED, lookback_ns=lookback_ns)
+            demand[ds] = len(probe.new) + len(probe.changed)
+    shares = fair_shares(demand, settings.max_files_per_tick)
+    for ds in tick.datasets:
+        plan = plan_dataset(by_dataset.get(ds, []), tick.ds_state(ds), known[ds],
+                            now_ns=tick.now_ns, last_tick_ns=last_tick_ns, settings=settings,
+                            budget=shares.get(ds, 0), lookback_ns=lookback_ns)
+        tick.ds_state(ds).update(plan.state)
+        if plan.waiting:
+            tick.notes.append(f"{ds}: waiting for {len(plan.waiting)} file(s) to settle")
+        if plan.deferred:
+            tick.notes.append(f"{ds}: {plan.deferred} file(s) deferred to the next tick")
+        tick.launch(ds, plan.new, plan.changed, known[ds])
+
+
+def _known(instance: dg.DagsterInstance, partitions: str, keys) -> set[str]:
+    """Which of `keys` are partitions already, without loading every partition."""
+    return {k for k in keys if instance.has_dynamic_partition(partitions, k)}
+
+
+def queue_tick(tick: Tick, queue: EventQueue, committed: dict) -> None:
+    """Acknowledge what the committed state recorded, read new events, launch; reconcile."""
+    settings, state = tick.settings, tick.state
+    queue.acknowledge(committed.get("ack") or [])
+    state["ack"] = []
+    received = queue.receive(settings.max_files_per_tick,
+                             visibility_s=settings.queue_visibility_seconds)
+    for p in received.poison:
+        tick.context.log.warning(f"left for the dead-letter queue: message {p}")
+    state["ack"] = received.receipts
+    per_ds: dict[str, list] = {}
+    outside = 0
+    for e in received.events:
+        rel = raw_relative(e, tick.raw.uri())
+        if rel is None:
+            outside += 1
+        elif found := tick.classify(rel):
+            per_ds.setdefault(found[0], []).append((found[1], e))
+    if outside:
+        tick.notes.append(f"{outside} event(s) outside the raw prefix")
+    for ds, d in tick.datasets.items():
+        tick.heal(ds)
+        if ds not in per_ds:
+            continue
+        latest = latest_per_key(per_ds[ds])
+        seen = {}
+        for rel, e in latest.items():
+            info = tick.raw.stat(f"{ds}/{rel}")
+            seen[rel] = (e.time_ns, None if info is None else dataclasses.replace(info, key=rel))
+        handled = ss.handled_rows(tick.instance, ds, seen)
+        inflight = tick.ds_state(ds).get("inflight") or {}
+        known = _known(tick.instance, d.partitions.name, seen)
+        new, changed, flush = plan_events(seen, handled, inflight, known)
+        state.setdefault("flush", {}).setdefault(ds, {}).update(flush)
+        tick.launch(ds, new, changed, known)
+    reconcile(tick)
+
+
+def reconcile(tick: Tick) -> None:
+    """Every `reconcile_seconds` (and at the first tick), list raw/ and launch what no event
+    announced; a backlog larger than the tick's budget continues at the next tick."""
+    settings, state = tick.settings, tick.state
+    last = int((state.get("reconcile") or {}).get("last", 0))
+    if tick.now_ns - last < settings.reconcile_seconds * 1e9:
+        return
+    before = tick.now_ns - int(settings.reconcile_grace_seconds * 1e9)
+    by_dataset = tick.split(tick.raw.list())
+    todo: dict[str, list[Version]] = {}
+    for ds, objects in by_dataset.items():
+        handled: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(objects), 1000):
+            handled.update(ss.handled_rows(tick.instance, ds,
+                                           [o.key for o in objects[i:i + 1000]]))
+        pending = state.get("flush", {}).get(ds, {})
+        handled.update({k: (v[0], int(v[1])) for k, v in pending.items()})
+        todo[ds] = plan_reconcile(objects, handled, tick.ds_state(ds).get("inflight") or {},
+                                  before_ns=before)
+    shares = fair_shares({ds: len(v) for ds, v in todo.items()}, settings.max_files_per_tick
+                         - sum(int(r.tags.get("platform/files", 1)) for r in tick.run_requests))
+    deferred = 0
+    for ds, versions in todo.items():
+        if not versions:
+            continue
+        d = tick.datasets[ds]
+        take, deferred = versions[:shares.get(ds, 0)], deferred + len(versions) - shares.get(ds, 0)
+        order = tick.instance.get_dynamic_partitions(d.partitions.name)
+        known = set(order)
+        tick.warn_partitions(ds, len(order))
+        flush = state.setdefault("flush", {}).setdefault(ds, {})
+        flush.update({v.key: [v.signature, v.seq] for v in take})
+        tick.context.log.info(f"{ds}: reconciliation found {len(versions)} file(s) no event "
+                              f"announced; launching {len(take)}")
+        tick.launch(ds, sorted([v for v in take if v.key not in known], key=lambda v: v.key),
+                    [v for v in take if v.key in known], known)
+    if deferred:
+        tick.notes.append(f"reconciliation: {deferred} file(s) deferred to the next tick")
+    else:
+        state["reconcile"] = {"last": tick.now_ns}
 
 
 def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDefinition:
@@ -225,121 +333,31 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         jobs=[d.job for d in datasets.values()],
         minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Watches raw/<dataset>/ for new or changed files, adds one partition per "
-                    "file and launches batched ingest runs, each pinned to the file versions "
-                    "it saw; reads no raw content itself, and requests again what no run "
-                    "finished.",
+        description="Watches raw/<dataset>/ for new or changed files (listing, or S3 events "
+                    "from SQS in queue mode), adds one partition per file and launches batched "
+                    "ingest runs, each pinned to the file versions it saw; reads no raw "
+                    "content itself, and requests again what no run finished.",
     )
     def raw_uploads_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
         settings = SensorSettings.from_env()
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        if cursor.get("v") != CURSOR_VERSION:
-            cursor = {}  # an older format: start over (runs skip content already committed)
-        states, last_tick_ns = cursor.get("datasets", {}), cursor.get("t")
-        raw, lake = storage.raw(), storage.lake()
-        lookback_ns = 0 if raw.ordering_time_exact else int(settings.lookback_seconds * 1e9)
-        now_ns = time.time_ns()
-
-        by_dataset: dict[str, list[ObjectInfo]] = {}
-        ignored: dict[str, list[str]] = {}
-        for o in raw.list():
-            ds, _, rel = o.key.partition("/")
-            if not rel:
-                ignored.setdefault("not inside a dataset folder", []).append(o.key)
-            elif ds not in datasets:
-                ignored.setdefault(f"unknown dataset {ds!r}", []).append(o.key)
-            elif reason := ignored_reason(rel):
-                ignored.setdefault(reason, []).append(o.key)
-            else:
-                by_dataset.setdefault(ds, []).append(dataclasses.replace(o, key=rel))
-
-        run_requests, partition_requests, events = [], [], []
-        budget = settings.max_files_per_tick
-        notes: list[str] = []
-        new_states = dict(states)
-        for ds, d in datasets.items():
-            order = context.instance.get_dynamic_partitions(d.partitions.name)
-            known = set(order)
-            inflight = dict(states.get(ds, {}).get("inflight", {}))
-            if inflight:
-                heal = plan_healing(
-                    inflight, alive_versions(context.instance, d.job.name, ds),
-                    lambda k, s: getattr(st.read_record(lake, ds, k, s), "status", None),
-                    now_ns=now_ns, heal_after_ns=int(settings.heal_after_seconds * 1e9),
-                    max_attempts=settings.heal_max_attempts)
-                inflight = heal.inflight
-                for key, seq, why in heal.gave_up:
-                    reason = give_up(lake, context.instance, d.job.name, ds, key, seq, why)
-                    context.log.warning(f"{ds}/{key} (version {seq}): {reason}")
-                    notes.append(f"{ds}: gave up on {key}")
-                if heal.again:
-                    context.log.info(f"{ds}: requesting {len(heal.again)} file(s) again: "
-                                     + ", ".join(a[0] for a in heal.again[:20]))
-                    run_requests.extend(heal_requests(ds, d.job.name, heal.again, order,
-                                                      max(1, settings.max_files_per_run)))
-            if len(known) >= settings.partition_warn_at:
-                context.log.warning(
-                    f"{ds} has {len(known)} partitions; Dagster advises at most "
-                    f"{DAGSTER_PARTITION_LIMIT}. Upload larger files or archives."
-                )
-            plan = plan_dataset(
-                by_dataset.get(ds, []), states.get(ds, {}), known, now_ns=now_ns,
-                last_tick_ns=last_tick_ns, settings=settings, budget=budget,
-                lookback_ns=lookback_ns,
-            )
-            budget -= len(plan.new) + len(plan.changed)
-            for v in plan.new + plan.changed:
-                inflight[v.key] = [v.signature, v.seq, now_ns, 1, 0]
-            new_states[ds] = {**plan.state, "inflight": inflight}
-            if plan.waiting:
-                notes.append(f"{ds}: waiting for {len(plan.waiting)} file(s) to settle")
-            if plan.deferred:
-                notes.append(f"{ds}: {plan.deferred} file(s) deferred to the next tick")
-
-            new_keys = [v.key for v in plan.new if v.key not in known]
-            if new_keys:
-                partition_requests.append(d.partitions.build_add_request(new_keys))
-            for v in plan.new + plan.changed:
-                events.append(dg.AssetMaterialization(
-                    asset_key=d.raw.key, partition=v.key,
-                    metadata={"size": v.info.size, "signature": v.signature, "seq": v.seq,
-                              "changed_ns": v.info.changed_ns, "uri": raw.uri(f"{ds}/{v.key}")},
-                ))
-            step = max(1, settings.max_files_per_run)
-            for i in range(0, len(plan.new), step):
-                chunk = plan.new[i:i + step]
-                run_requests.append(dg.RunRequest(
-                    run_key=run_key(ds, chunk),
-                    job_name=d.job.name,
-                    run_config=_run_config(ds, chunk),
-                    tags={
-                        ASSET_PARTITION_RANGE_START_TAG: chunk[0].key,
-                        ASSET_PARTITION_RANGE_END_TAG: chunk[-1].key,
-                        "platform/dataset": ds,
-                        "platform/files": str(len(chunk)),
-                    },
-                ))
-            for v in plan.changed:
-                run_requests.append(dg.RunRequest(
-                    run_key=run_key(ds, [v]), job_name=d.job.name, partition_key=v.key,
-                    run_config=_run_config(ds, [v]),
-                    tags={"platform/dataset": ds, "platform/files": "1",
-                          "platform/reason": "new version"},
-                ))
-
-        new_cursor = json.dumps({"v": CURSOR_VERSION, "t": now_ns, "datasets": new_states},
-                                sort_keys=True)
-        if run_requests:
+        gen, last_tick_ns = ss.parse_cursor(context.cursor)
+        committed = ss.load_state(context.instance, gen)
+        # The committed state's handled versions become rows now that its cursor is saved.
+        ss.write_handled(context.instance, committed.get("flush") or {})
+        state = json.loads(json.dumps({**committed, "flush": {}}))
+        tick = Tick(context, datasets, settings, storage, state, time.time_ns())
+        queue_url = os.environ.get(QUEUE_URL_VAR)
+        if queue_url:
+            queue_tick(tick, EventQueue(queue_url), committed)
+        else:
+            listing_tick(tick, last_tick_ns)
+        new_gen = ss.save_state(context.instance, gen, committed, state)
+        cursor = ss.make_cursor(new_gen, tick.now_ns)
+        if tick.run_requests:
             return dg.SensorResult(
-                run_requests=run_requests, dynamic_partitions_requests=partition_requests,
-                asset_events=events, cursor=new_cursor,
-            )
-        why = notes + [f"{reason}: {', '.join(keys[:20])}" + (" ..." if len(keys) > 20 else "")
-                       for reason, keys in sorted(ignored.items())]
-        return dg.SensorResult(
-            skip_reason=dg.SkipReason("no new or changed files" + (
-                "; " + "; ".join(why) if why else "")),
-            cursor=new_cursor,
-        )
+                run_requests=tick.run_requests, asset_events=tick.events, cursor=cursor,
+                dynamic_partitions_requests=tick.partition_requests)
+        return dg.SensorResult(skip_reason=dg.SkipReason(tick.skip_reason()), cursor=cursor,
+                               dynamic_partitions_requests=tick.partition_requests or None)
 
     return raw_uploads_sensor
