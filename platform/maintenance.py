@@ -93,7 +93,7 @@ def build_maintenance(contracts: dict[str, Contract]) -> tuple[dg.JobDefinition,
         if athena["athena_queries"]:  # only where the catalog ran Athena statements
             totals.update(athena_queries=athena["athena_queries"],
                           athena_bytes_scanned=athena["athena_bytes_scanned"],
-                          athena_estimated_cost_usd=round(athena["athena_cost_usd"], 6))
+                          athena_estimated_cost_usd=athena["athena_cost_usd"])
         swept = scratch.sweep(config.orphan_age_hours)  # what killed steps left in scratch
         context.add_output_metadata({**totals, "tables": dg.MetadataValue.json(per_table),
                                      "scratch_swept": dg.MetadataValue.json(swept)})
