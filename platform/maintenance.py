@@ -3,7 +3,8 @@ and sweep the leftovers of killed steps from scratch.
 
 Locally the platform compacts by rewriting small files and swapping them in one commit; on AWS
 Athena's `OPTIMIZE ... REWRITE DATA USING BIN_PACK` and `VACUUM` do it (see the catalog
-resources). Snapshot expiry and the sweep of orphaned staged files run the same way everywhere.
+resources), and the op records the bytes those statements scanned and their estimated cost
+as metadata. Snapshot expiry and the sweep of orphaned staged files run the same way everywhere.
 """
 
 import dagster as dg
@@ -47,7 +48,11 @@ def maintain_dataset(contract: Contract, config: MaintenanceConfig, storage: Sto
         statements = catalog.compaction_sql(name)
         if statements:
             for sql in statements:
-                catalog.query(sql)
+                result = catalog.execute(sql)
+                if result is not None:  # Athena: billed by data scanned, so record it
+                    rep.athena_queries += 1
+                    rep.athena_bytes_scanned += result.bytes_scanned
+                    rep.athena_cost_usd += result.estimated_cost_usd()
             rep.compaction = "query engine: " + "; ".join(statements)
         else:
             rep.files_compacted, rep.files_written, rep.compaction = mt.compact(
@@ -77,11 +82,18 @@ def build_maintenance(contracts: dict[str, Contract]) -> tuple[dg.JobDefinition,
         totals = {"snapshots_expired": 0, "files_compacted": 0, "files_written": 0,
                   "files_deleted": 0, "bytes_deleted": 0, "records_deleted": 0}
         per_table = {}
+        athena = {"athena_queries": 0, "athena_bytes_scanned": 0, "athena_cost_usd": 0.0}
         for contract in contracts.values():
             for rep in maintain_dataset(contract, config, storage, catalog, context.log):
                 per_table[rep.table] = rep.__dict__
                 for k in totals:
                     totals[k] += getattr(rep, k)
+                for k in athena:
+                    athena[k] += getattr(rep, k)
+        if athena["athena_queries"]:  # only where the catalog ran Athena statements
+            totals.update(athena_queries=athena["athena_queries"],
+                          athena_bytes_scanned=athena["athena_bytes_scanned"],
+                          athena_estimated_cost_usd=athena["athena_cost_usd"])
         swept = scratch.sweep(config.orphan_age_hours)  # what killed steps left in scratch
         context.add_output_metadata({**totals, "tables": dg.MetadataValue.json(per_table),
                                      "scratch_swept": dg.MetadataValue.json(swept)})

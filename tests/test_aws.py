@@ -16,9 +16,13 @@ import boto3
 import dagster as dg
 import pytest
 import yaml
-from data_platform.contracts import CONTRACTS_DIR, parse_contract
+from botocore.stub import Stubber
+from data_platform.assets.clean import effective_contract
+from data_platform.contracts import CONTRACTS_DIR, load_contract, parse_contract
+from data_platform.operating.checks import committed_checks
 from data_platform.definitions import build_definitions
 from data_platform.resources import GlueCatalog, S3Storage
+from data_platform.resources.athena import MB, TB
 from data_platform.resources.storage import ReadOnlyError, VersionChanged
 
 from . import glue_shim
@@ -145,8 +149,20 @@ def test_catalog_properties_follow_the_environment(aws, monkeypatch):
     assert catalog().namespace == "platform"
 
 
-def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws):
+def refuse_athena(monkeypatch):
+    """Make every Athena path of GlueCatalog fail loudly. Athena bills each query by the bytes
+    it scans, so runs and checks count rows from Iceberg metadata and never query a table."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a run or a check called Athena")
+    for name in ("query", "execute", "athena", "row_count"):
+        monkeypatch.setattr(GlueCatalog, name, refuse)
+
+
+def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws, monkeypatch):
+    """Also: neither the run (assets and their checks) nor the committed-snapshot checks
+    touch Athena."""
     _, s3 = aws
+    refuse_athena(monkeypatch)
     for path in sorted((SAMPLES / "orders").iterdir()):
         s3.upload_file(str(path), "raw-bucket", f"raw/orders/{path.name}")
     result = ingest(["2026-11-20.csv", "2026-11-21.csv"])
@@ -178,6 +194,15 @@ def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws):
     assert set(rejected.column("_source_key").to_pylist()) <= {"2026-11-20.csv",
                                                                 "2026-11-21.csv"}
     assert all(reason for reason in rejected.column("reason").to_pylist())
+
+    lake = S3Storage(raw_url="s3://raw-bucket/raw", lake_url="s3://lake-bucket/lake").lake()
+    contract = effective_contract(load_contract(CONTRACTS_DIR / "orders.yaml"), lake)
+    results = {r.name: r for r in committed_checks(contract, table(), table("orders_rejected"),
+                                                   lake)}
+    assert results["rows_reconcile"].passed and results["primary_key_unique"].passed
+    # Nothing reached Athena by another route (a client of its own) either.
+    assert boto3.client("athena", region_name=REGION).list_query_executions(
+        WorkGroup="platform")["QueryExecutionIds"] == []
 
 
 def test_reingest_of_a_changed_file_replaces_its_rows_exactly(aws):
@@ -314,3 +339,46 @@ def test_athena_query_runs_in_the_workgroup_and_types_results(aws):
     assert sent["Query"] == 'SELECT count(*), 3 FROM "orders"'
     assert sent["QueryExecutionContext"]["Database"] == "platform"
     assert catalog().expose(["orders"]) is None  # Athena reads Iceberg itself: nothing to do
+
+
+def test_maintenance_compacts_through_athena_and_records_bytes_scanned_and_cost(aws,
+                                                                                monkeypatch):
+    """Athena cannot run OPTIMIZE or VACUUM here: a botocore Stubber answers the four
+    statements (two per table) with SUCCEEDED and a DataScannedInBytes. What is asserted is
+    what the op does with Athena's answers (sent in order, summed, priced), not the numbers."""
+    _, s3 = aws
+    upload(s3, "orders/a.csv", HEADER + rows(range(1, 4)))
+    assert ingest(["a.csv"]).success
+    client = boto3.client("athena", region_name=REGION)
+    stub = Stubber(client)
+    scanned = {"OPTIMIZE platform.orders REWRITE DATA USING BIN_PACK": 30 * MB,
+               "VACUUM platform.orders": 0,
+               "OPTIMIZE platform.orders_rejected REWRITE DATA USING BIN_PACK": 2 * MB,
+               "VACUUM platform.orders_rejected": 0}
+    for i, (sql, nbytes) in enumerate(scanned.items()):
+        stub.add_response("start_query_execution", {"QueryExecutionId": f"q{i}"}, {
+            "QueryString": sql, "WorkGroup": "platform",
+            "QueryExecutionContext": {"Database": "platform"},
+            "ResultConfiguration": {"OutputLocation": "s3://lake-bucket/athena-results/"}})
+        stub.add_response("get_query_execution", {"QueryExecution": {
+            "QueryExecutionId": f"q{i}", "StatementType": "DML", "Status": {"State": "SUCCEEDED"},
+            "Statistics": {"DataScannedInBytes": nbytes}}}, {"QueryExecutionId": f"q{i}"})
+        stub.add_response("get_query_results", {"ResultSet": {
+            "Rows": [], "ResultSetMetadata": {"ColumnInfo": []}}},
+            {"QueryExecutionId": f"q{i}", "MaxResults": 1000})
+    monkeypatch.setattr(GlueCatalog, "athena", lambda self: client)
+    with stub:
+        result = build_definitions("aws").resolve_job_def("maintain_tables_job") \
+            .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+        stub.assert_no_pending_responses()
+    assert result.success
+    (meta,) = [e.event_specific_data.metadata for e in result.all_events
+               if e.event_type_value == "STEP_OUTPUT"]
+    assert meta["athena_queries"].value == 4
+    assert meta["athena_bytes_scanned"].value == 32 * MB
+    # each statement is billed for at least 10 MB, the two scanning less included
+    expected = sum(max(n, 10 * MB) for n in scanned.values()) / TB * 5.0
+    assert meta["athena_estimated_cost_usd"].value == pytest.approx(expected)
+    per_table = meta["tables"].value
+    assert per_table["orders"]["athena_bytes_scanned"] == 30 * MB
+    assert per_table["orders"]["compaction"].startswith("query engine: OPTIMIZE platform.orders ")

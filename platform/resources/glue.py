@@ -11,15 +11,14 @@ from the same settings as boto3: the region, and the endpoint of an S3-compatibl
 `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` is set. Credentials are not passed: the FileIO uses
 the AWS default chain (environment, profile, the ECS task role), so they never go stale.
 
-Athena reads Iceberg tables natively, so `expose` has nothing to do; `query` runs SQL in the
-platform's workgroup and polls it to completion. Nothing here calls AWS or reads the environment
-until a run asks for a client.
+Athena reads Iceberg tables natively, so `expose` has nothing to do; `query` and `execute` run SQL
+in the platform's workgroup through `athena.run_query` (polling, typed results, statistics).
+Nothing here calls AWS or reads the environment until a run asks for a client.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,16 +26,15 @@ import boto3
 from pydantic import Field, model_validator
 from pyiceberg.catalog import Catalog
 
+from .athena import AthenaQueryError, QueryResult, run_query
 from .catalog import CatalogResource
 from .s3 import BOTO_CONFIG
+
+__all__ = ["AthenaQueryError", "GlueCatalog", "s3_endpoint"]  # the error is raised by query
 
 # The S3 FileIO's timeouts (seconds), matching BOTO_CONFIG's.
 S3_CONNECT_TIMEOUT_S = BOTO_CONFIG.connect_timeout
 S3_REQUEST_TIMEOUT_S = BOTO_CONFIG.read_timeout
-
-
-class AthenaQueryError(RuntimeError):
-    """An Athena query failed, was cancelled or timed out."""
 
 
 def s3_endpoint() -> str | None:
@@ -71,6 +69,7 @@ class GlueCatalog(CatalogResource):
         return self._session().client("glue", config=BOTO_CONFIG)
 
     def athena(self):
+        """An Athena client with the platform's timeouts and retries (throttled calls retry)."""
         return self._session().client("athena", config=BOTO_CONFIG)
 
     def file_io_properties(self) -> dict[str, str]:
@@ -104,52 +103,16 @@ class GlueCatalog(CatalogResource):
         table = f"{_ident(self.database)}.{_ident(name)}"
         return [f"OPTIMIZE {table} REWRITE DATA USING BIN_PACK", f"VACUUM {table}"]
 
+    def execute(self, sql: str) -> QueryResult:
+        """Run `sql` in the platform's workgroup and database; returns every row, typed, with
+        Athena's statistics (bytes scanned, engine time, estimated cost). Raises
+        AthenaQueryError when the query fails, is cancelled or times out."""
+        return run_query(self.athena(), sql, workgroup=self.workgroup, database=self.database,
+                         output_url=self.output_url, timeout_s=self.query_timeout_s)
+
     def query(self, sql: str) -> list[tuple]:
-        athena = self.athena()
-        kwargs = {"QueryString": sql, "WorkGroup": self.workgroup,
-                  "QueryExecutionContext": {"Database": self.database}}
-        if self.output_url:
-            kwargs["ResultConfiguration"] = {"OutputLocation": self.output_url}
-        qid = athena.start_query_execution(**kwargs)["QueryExecutionId"]
-        deadline, delay = time.monotonic() + self.query_timeout_s, 0.2
-        while True:
-            status = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]
-            state = status["State"]
-            if state == "SUCCEEDED":
-                break
-            if state in ("FAILED", "CANCELLED"):
-                raise AthenaQueryError(f"Athena query {qid} {state}: "
-                                       f"{status.get('StateChangeReason', '')}")
-            if time.monotonic() > deadline:
-                athena.stop_query_execution(QueryExecutionId=qid)
-                raise AthenaQueryError(f"Athena query {qid} timed out after "
-                                       f"{self.query_timeout_s}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
-        rows, types = [], None
-        for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=qid):
-            rs = page["ResultSet"]
-            if types is None:
-                types = [c["Type"] for c in rs.get("ResultSetMetadata", {}).get("ColumnInfo", [])]
-                data = rs.get("Rows", [])[1:]  # the first row of the first page is the header
-            else:
-                data = rs.get("Rows", [])
-            for r in data:
-                rows.append(tuple(_convert(d.get("VarCharValue"), t)
-                                  for d, t in zip(r["Data"], types)))
-        return rows
-
-
-def _convert(value: str | None, athena_type: str):
-    if value is None:
-        return None
-    if athena_type in ("bigint", "integer", "smallint", "tinyint"):
-        return int(value)
-    if athena_type in ("double", "float", "real"):
-        return float(value)
-    if athena_type == "boolean":
-        return value == "true"
-    return value
+        """Run `sql` on Athena; returns its rows as Python values (see `athena.run_query`)."""
+        return self.execute(sql).rows
 
 
 def _ident(name: str) -> str:

@@ -38,6 +38,9 @@ class MaintenanceReport:
     files_compacted: int = 0
     files_written: int = 0
     compaction: str = ""
+    athena_queries: int = 0  # statements the query engine ran (compaction on AWS)
+    athena_bytes_scanned: int = 0
+    athena_cost_usd: float = 0.0  # estimated: bytes scanned x price (see athena.QueryResult)
 
 
 def expire_snapshots(table: Table, keep_days: float, keep_last: int) -> list[int]:
