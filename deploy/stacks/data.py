@@ -152,11 +152,14 @@ class DataStack(cdk.Stack):
             visibility_timeout=cdk.Duration.minutes(5),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.raw_events_dlq, max_receive_count=5),
         )
-        self.raw_bucket.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            s3n.SqsDestination(self.raw_events_queue),
-            s3.NotificationKeyFilter(prefix=f"{RAW_PREFIX}/"),
-        )
+        # Created (put, copy, multipart complete) and removed: the queue-mode sensor launches
+        # the first and records the second, so that an older event can never revive a key.
+        for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
+            self.raw_bucket.add_event_notification(
+                event,
+                s3n.SqsDestination(self.raw_events_queue),
+                s3.NotificationKeyFilter(prefix=f"{RAW_PREFIX}/"),
+            )
         library_managed = _acknowledge_bucket_notifications_handler(self)
 
         # --- catalog ---------------------------------------------------------------------------

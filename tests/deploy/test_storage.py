@@ -72,10 +72,13 @@ def test_raw_uploads_notify_an_encrypted_queue_with_a_dead_letter_queue(synthesi
         if "-raw-" in b["Properties"]["BucketName"]
     )
     assert props["BucketName"] == {"Ref": raw_id}
-    (config,) = props["NotificationConfiguration"]["QueueConfigurations"]
-    assert config["Events"] == ["s3:ObjectCreated:*"]
-    assert config["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "raw/"}]
-    queue_id = config["QueueArn"]["Fn::GetAtt"][0]
+    configs = props["NotificationConfiguration"]["QueueConfigurations"]
+    assert sorted(e for c in configs for e in c["Events"]) == ["s3:ObjectCreated:*",
+                                                               "s3:ObjectRemoved:*"]
+    for config in configs:
+        assert config["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "raw/"}]
+    assert len({json.dumps(c["QueueArn"]) for c in configs}) == 1
+    queue_id = configs[0]["QueueArn"]["Fn::GetAtt"][0]
     queues = synthesized.resources("AWS::SQS::Queue")
     queue = queues[queue_id]["Properties"]
     dlq_id = queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
