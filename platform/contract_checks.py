@@ -4,7 +4,7 @@
       rejected_share_warn: 0.01     # share of rejected records per file: WARN above
       rejected_share_error: 0.10    # ERROR above (the file is not committed)
       max_age: 26h                  # freshness: WARN when no upload for longer (absent: off)
-      drift_threshold: 3.0          # drift: WARN when a column's score is above
+      drift_threshold: 5            # drift: WARN when a column's score is above
       drift_history: 20             # drift: how many recent committed files are the baseline
       drift_ignore: [note]          # drift: columns not scored (besides key and partition)
 
@@ -18,7 +18,7 @@ import dataclasses
 import re
 from typing import Any
 
-DEFAULT_DRIFT_THRESHOLD = 3.0
+DEFAULT_DRIFT_THRESHOLD = 5.0
 DEFAULT_DRIFT_HISTORY = 20
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhdw])+$")
