@@ -1,8 +1,9 @@
-"""The Definitions: every dataset's assets, checks and job, the sensor, and one resource set
-(storage, catalog, scratch, compute).
+"""The Definitions: every dataset's assets, checks and job, the sensor, the maintenance and
+scheduled checks, and one resource set (storage, catalog, scratch, compute).
 
-PLATFORM_ENV (default `local`) picks the resource set; it is the only variable read here. Nothing
-touches storage or the network while this module loads.
+PLATFORM_ENV (default `local`) picks the resource set; besides it only the crons of the
+scheduled checks (PLATFORM_CHECKS_CRON, PLATFORM_FRESHNESS_CRON) are read here. Nothing touches
+storage or the network while this module loads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dagster as dg
 from data_platform.assets import build_dataset, extra_sensors
 from data_platform.contracts import load_contracts
 from data_platform.maintenance import build_maintenance
+from data_platform.monitor.checks import build_monitoring
 from data_platform.resources import (
     AwsCompute,
     BatchCompute,
@@ -69,12 +71,14 @@ def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.D
     contracts = load_contracts() if contracts is None else contracts
     datasets = {name: build_dataset(c) for name, c in contracts.items()}
     maintain_job, maintain_schedule = build_maintenance(contracts)
+    checks, check_jobs, check_schedules = build_monitoring(contracts)
     return dg.Definitions(
         assets=[d.raw for d in datasets.values()]
         + [a for d in datasets.values() for a in d.assets],
-        jobs=[d.job for d in datasets.values()] + [maintain_job]
+        asset_checks=checks,
+        jobs=[d.job for d in datasets.values()] + [maintain_job] + check_jobs
         + [d.tensors_job for d in datasets.values() if d.tensors_job is not None],
-        schedules=[maintain_schedule],
+        schedules=[maintain_schedule] + check_schedules,
         sensors=[build_raw_uploads_sensor(datasets)] + extra_sensors(datasets),
         resources=resources_for(env),
     )
