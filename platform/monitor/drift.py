@@ -28,6 +28,10 @@ while a mean moved by 1.5 standard deviations scores about 15). Dates and timest
 partition column move by design: only their null share is scored; `drift_ignore` columns are
 not scored at all. Until MIN_HISTORY files are in the history a column is not scored (the
 check passes with a note). Empty files are not scored and do not join the history.
+
+The history object is read, extended and written by each commit; two runs of one dataset
+committing at the same moment may drop one run's files from it (a thinner baseline, never a
+wrong score). Rebuilding it is reading the profiles in the committed files' staging records.
 """
 
 from __future__ import annotations
