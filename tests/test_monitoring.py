@@ -230,3 +230,26 @@ def test_check_command_reports_freshness_and_drift(data_dir, tmp_path, monkeypat
     stale = found[("freshness", "recorded uploads")]
     assert (stale["passed"], stale["severity"]) == (False, "WARN")
     assert "no upload for 3.0d" in stale["detail"]
+
+
+def test_image_datasets_get_freshness_and_no_drift(data_dir):
+    from .image_samples import jpeg
+
+    photos = parse_contract({"name": "photos", "kind": "images", "images": {"size": [32, 32]},
+                             "checks": {"max_age": "2d"}})
+    defs = build_definitions(contracts={"photos": photos})
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys
+              if k.asset_key == dg.AssetKey(["table", "photos"])}
+    assert "freshness" in checks and "drift" not in checks
+    write_raw(data_dir, "photos/cats/a.jpg", jpeg(1))
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_ingest(defs, instance, "photos", ["cats/a.jpg"]).success
+    assert last_upload(LocalStorage().lake(), "photos")["key"] == "cats/a.jpg"
+    fresh = evaluations_of(defs.resolve_job_def("freshness_checks_job").execute_in_process(
+        instance=instance), "photos")["freshness"]
+    assert fresh.passed and fresh.metadata["max_age"].value == "2d"
+
+
+def evaluations_of(result, dataset: str) -> dict:
+    return {name: e for (asset, name), e in check_results(result).items()
+            if asset == f"table/{dataset}"}

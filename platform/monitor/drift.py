@@ -31,7 +31,7 @@ check passes with a note). Empty files are not scored and do not join the histor
 
 The history object is read, extended and written by each commit; two runs of one dataset
 committing at the same moment may drop one run's files from it (a thinner baseline, never a
-wrong score). Rebuilding it is reading the profiles in the committed files' staging records.
+wrong score); it could be rebuilt from the profiles in the committed files' staging records.
 """
 
 from __future__ import annotations
