@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .contract_checks import CheckSettings, checks_to_dict, parse_checks
 from .images.settings import (
     ARCHIVE_EXTENSIONS,
     IMAGE_EXTENSIONS,
@@ -177,10 +178,17 @@ class Contract:
     columns: tuple[Column, ...] = ()
     primary_key: tuple[str, ...] = ()
     partition_column: str | None = None
-    rejected_share_warn: float = 0.01
-    rejected_share_error: float = 0.10
+    checks: CheckSettings = dataclasses.field(default_factory=CheckSettings)
     source_path: str | None = None
     images: ImageSettings | None = None  # kind images only
+
+    @property
+    def rejected_share_warn(self) -> float:
+        return self.checks.rejected_share_warn
+
+    @property
+    def rejected_share_error(self) -> float:
+        return self.checks.rejected_share_error
 
     @property
     def inferred(self) -> bool:
@@ -220,10 +228,7 @@ class Contract:
             d["primary_key"] = list(self.primary_key)
         if self.partition_column:
             d["partition_column"] = self.partition_column
-        d["checks"] = {
-            "rejected_share_warn": self.rejected_share_warn,
-            "rejected_share_error": self.rejected_share_error,
-        }
+        d["checks"] = checks_to_dict(self.checks)
         if self.images is not None:
             d["images"] = self.images.to_dict()
             d.pop("format")
@@ -331,28 +336,18 @@ def parse_contract(data: Any, where: str = "<contract>") -> Contract:
     elif pk or pcol:
         raise _err(where, "primary_key and partition_column need declared columns")
 
-    warn, error = _thresholds(data, where)
-
     return Contract(
         name=name, kind=kind, description=str(data.get("description", "")), format=fmt,
         columns=tuple(columns), primary_key=tuple(pk), partition_column=pcol,
-        rejected_share_warn=warn, rejected_share_error=error, source_path=where,
+        checks=_checks(data, where, names), source_path=where,
     )
 
 
-def _thresholds(data: dict, where: str) -> tuple[float, float]:
-    checks = data.get("checks") or {}
-    if not isinstance(checks, dict) or set(checks) - {"rejected_share_warn",
-                                                      "rejected_share_error"}:
-        raise _err(where, "checks may only set rejected_share_warn and rejected_share_error")
+def _checks(data: dict, where: str, columns: list[str] | None) -> CheckSettings:
     try:
-        warn = float(checks.get("rejected_share_warn", 0.01))
-        error = float(checks.get("rejected_share_error", 0.10))
-    except (TypeError, ValueError):
-        raise _err(where, "checks thresholds must be numbers between 0 and 1") from None
-    if not (0 <= warn <= error <= 1):
-        raise _err(where, "checks need 0 <= rejected_share_warn <= rejected_share_error <= 1")
-    return warn, error
+        return parse_checks(data.get("checks"), columns)
+    except ValueError as e:
+        raise _err(where, str(e)) from None
 
 
 def _image_contract(data: dict, name: str, where: str) -> Contract:
@@ -366,12 +361,11 @@ def _image_contract(data: dict, name: str, where: str) -> Contract:
         images = parse_image_settings(data.get("images"))
     except ValueError as e:
         raise _err(where, str(e)) from None
-    warn, error = _thresholds(data, where)
     return Contract(
         name=name, kind="images", description=str(data.get("description", "")),
         format=FileFormat(type="images", compression="none"),
         columns=tuple(Column(n, t, nullable) for n, t, nullable in MANIFEST_COLUMNS),
-        rejected_share_warn=warn, rejected_share_error=error, source_path=where, images=images)
+        checks=_checks(data, where, None), source_path=where, images=images)
 
 
 def load_contract(path: Path) -> Contract:

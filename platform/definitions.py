@@ -1,10 +1,12 @@
-"""The Definitions: every dataset's assets, checks and job, the sensor, and one resource set
-(storage, catalog, scratch, compute).
+"""The Definitions: every dataset's assets, checks and job, the sensor, the maintenance and
+scheduled checks, and one resource set (storage, catalog, scratch, compute).
 
-PLATFORM_ENV (default `local`) picks the resource set and PLATFORM_CONTRACTS_DIR (default: the
-shipped `datasets/` folder) where the contracts are; they are the only variables read here, and
-the contracts are read afresh at every load, so "Reload definitions" in the UI picks up added,
-edited and deleted contracts. Nothing touches storage or the network while this module loads.
+PLATFORM_ENV (default `local`) picks the resource set, PLATFORM_CONTRACTS_DIR (default: the
+shipped `datasets/` folder) where the contracts are, and PLATFORM_CHECKS_CRON /
+PLATFORM_FRESHNESS_CRON the crons of the scheduled checks; they are the only variables read
+here. The contracts are read afresh at every load, so "Reload definitions" in the UI picks up
+added, edited and deleted contracts. Nothing touches storage or the network while this module
+loads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dagster as dg
 from data_platform.assets import build_dataset, extra_sensors
 from data_platform.contracts import load_contracts
 from data_platform.maintenance import build_maintenance
+from data_platform.monitor.checks import build_monitoring
 from data_platform.resources import (
     AwsCompute,
     BatchCompute,
@@ -71,12 +74,14 @@ def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.D
     contracts = load_contracts() if contracts is None else contracts
     datasets = {name: build_dataset(c) for name, c in contracts.items()}
     maintain_job, maintain_schedule = build_maintenance(contracts)
+    checks, check_jobs, check_schedules = build_monitoring(contracts)
     return dg.Definitions(
         assets=[d.raw for d in datasets.values()]
         + [a for d in datasets.values() for a in d.assets],
-        jobs=[d.job for d in datasets.values()] + [maintain_job]
+        asset_checks=checks,
+        jobs=[d.job for d in datasets.values()] + [maintain_job] + check_jobs
         + [d.tensors_job for d in datasets.values() if d.tensors_job is not None],
-        schedules=[maintain_schedule],
+        schedules=[maintain_schedule] + check_schedules,
         sensors=[build_raw_uploads_sensor(datasets)] + extra_sensors(datasets),
         resources=resources_for(env),
     )

@@ -67,6 +67,7 @@ class StagingRecord:
     audit: dict[str, Any] = dataclasses.field(default_factory=dict)
     snapshot_id: int | None = None
     updated_at: float = 0.0
+    profile: dict | None = None  # column profile of the staged rows, for the drift check
 
     @property
     def record_key(self) -> str:

@@ -17,11 +17,14 @@ import uuid
 from typing import Any
 
 import dagster as dg
+import duckdb
 
 from .. import staging as st
 from ..cleaning import CleanError, _compression, clean_file, infer_columns
 from ..contracts import EXTENSIONS, Column, Contract
 from ..crashpoints import crash_point
+from ..monitor.uploads import record_upload
+from ..monitor.profile import profile_files
 from ..records import scan_source
 from ..resources.catalog import CatalogResource
 from ..resources.scratch import ScratchResource
@@ -94,6 +97,7 @@ class Stager:
         self.tables = None
         self._snapshot_table = None
         self.run_id = context.run.run_id
+        self.newest_upload: tuple[float, str] | None = None  # (changed time, key): freshness
         self.fallback_version = int(context.instance.get_run_record_by_id(
             self.run_id).create_timestamp.timestamp() * 1e9) if context.instance else time.time_ns()
 
@@ -131,6 +135,9 @@ class Stager:
             try:
                 with self.raw.pinned(rk, work / name, signature=wanted.signature
                                      if wanted else None) as pinned:
+                    changed = pinned.info.changed_ns / 1e9
+                    if self.newest_upload is None or changed > self.newest_upload[0]:
+                        self.newest_upload = (changed, key)
                     result = self._clean(key, rk, pinned, record, work)
                     pinned.verify()  # the bytes hashed and cleaned were this version's
                     if result is None:
@@ -142,6 +149,8 @@ class Stager:
                 record.reason = f"raw/{rk} no longer exists"
                 return self._save(record)
             eff, data_table = result.eff, result.data_table
+            if self.contract.kind == "table":
+                record.profile = self._profile(result, eff)
             crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):
@@ -164,6 +173,15 @@ class Stager:
                 f"{result.rows_rejected} rejected, {result.seconds:.2f}s: {record.status}"
                 + (f" ({record.reason})" if record.reason else ""))
             return self._save(record)
+
+    def _profile(self, result, eff: Contract) -> dict | None:
+        """The column profile of the staged files while they are local (for drift); a
+        profile that cannot be computed is logged and left out, never failing the file."""
+        try:
+            return profile_files([f.path for f in result.files], eff)
+        except duckdb.Error as e:
+            self.context.log.warning(f"{self.contract.name}: no column profile: {e}")
+            return None
 
     def _audits(self, eff: Contract, data_table, result, record: st.StagingRecord) -> list:
         """The per-file audits of the staged files (see assets/audit.py)."""
@@ -321,6 +339,8 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                 storage: StorageResource, catalog: CatalogResource, scratch: ScratchResource):
         stager = stager_cls(context, contract, storage, catalog, scratch, config)
         recs = [stager.stage(k) for k in context.partition_keys]
+        if stager.newest_upload is not None:
+            record_upload(stager.lake, ds, *stager.newest_upload)
         yield dg.MaterializeResult(metadata=_summary(recs))
         yield from check_results(key, recs)
 

@@ -14,6 +14,7 @@ import dagster as dg
 from .. import staging as st
 from ..contracts import Contract
 from ..crashpoints import crash_point
+from ..monitor.drift import drift_outcome
 from ..resources.catalog import CatalogResource
 from ..resources.storage import StorageResource
 from ..tables.commit import CommitOutcome, StagedVersion, commit_versions, committed_files
@@ -81,6 +82,24 @@ def verify_commit(table, out: CommitOutcome, ready: dict[str, st.StagingRecord],
     return not problems, meta
 
 
+def _drift_result(context, contract: Contract, lake, ready: dict[str, st.StagingRecord],
+                  out: CommitOutcome) -> dg.AssetCheckResult:
+    """The `drift` check of the files this run committed (WARN; it comes after the commit). A
+    failure to evaluate it is reported as a WARN with the error, never as a failed commit."""
+    files = [{"key": k, "version": v, "profile": ready[k].profile}
+             for k, v in out.committed.items()]
+    try:
+        passed, reason, meta = drift_outcome(contract, lake, files, context.run.run_id)
+    except Exception as e:  # noqa: BLE001 - the rows are committed; say why drift is unknown
+        context.log.exception("drift check failed")
+        passed, reason, meta = False, f"drift not evaluated: {type(e).__name__}: {e}", {}
+    return dg.AssetCheckResult(
+        check_name="drift", passed=passed, severity=dg.AssetCheckSeverity.WARN,
+        description=reason or None,
+        metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+                  for k, v in meta.items()})
+
+
 def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                       cleaned_key: dg.AssetKey) -> dg.AssetsDefinition:
     ds = contract.name
@@ -95,6 +114,15 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             description=f"Primary key ({', '.join(contract.primary_key)}) unique and non-null: "
                         "new rows against each other and against the committed rows they do "
                         "not replace. Files that would break it are not committed."))
+
+    if contract.kind == "table":
+        specs.append(dg.AssetCheckSpec(
+            "drift", asset=key,
+            description=f"Each newly committed file's column profile (null share, numbers' "
+                        f"mean/stddev/quantiles, strings' top values) against the last "
+                        f"{contract.checks.drift_history} committed files: WARN when a "
+                        f"column's score is above {contract.checks.drift_threshold:g}. Never "
+                        "blocks a commit."))
 
     @dg.asset(
         key=key,
@@ -183,6 +211,8 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             if data_table is not None and data_table.current_snapshot() else 0,
             "query": f"SELECT * FROM {ds} LIMIT 10",
         }
+        if contract.kind == "table":
+            yield _drift_result(context, contract, lake, ready, data_out)
         if failed:
             for k in run_keys - set(failed):
                 context.log_event(dg.AssetMaterialization(asset_key=key, partition=k,

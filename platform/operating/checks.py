@@ -183,3 +183,38 @@ def committed_checks(contract: Contract, data: Table | None, rejected: Table | N
         check_rejected_share(data, rejected, contract),
         check_rows_reconcile(data, rejected, lake, contract),
     ]
+
+
+def check_drift(contract: Contract, lake: ObjectStore) -> AuditResult:
+    """`drift` as the last run that committed files left it: a WARN naming the files of that
+    run whose columns drifted (from the drift history in the lake), else a pass."""
+    from ..monitor.drift import read_history
+
+    name = "drift"
+    entries = read_history(lake, contract.name)
+    if not entries:
+        return AuditResult(name, True, metadata={"note": "no drift history yet"})
+    last = [e for e in entries if e.get("run_id") == entries[-1].get("run_id")]
+    drifted = {e["key"]: e["drifted"] for e in last if e.get("drifted")}
+    meta = {"files": len(last), "history_files": len(entries), "drifted": drifted,
+            "threshold": contract.checks.drift_threshold}
+    if drifted:
+        return AuditResult(name, False, WARN, f"{len(drifted)} of the last run's {len(last)} "
+                           "file(s) drifted: " + "; ".join(
+                               f"{k}: {', '.join(sorted(v))}" for k, v in
+                               list(drifted.items())[:SAMPLE]), meta)
+    return AuditResult(name, True, metadata=meta)
+
+
+def monitoring_checks(contract: Contract, data: Table | None, lake: ObjectStore
+                      ) -> list[tuple[AuditResult, str]]:
+    """Freshness (with a max_age) and drift (table datasets) of one dataset, each with where
+    it was read from."""
+    from ..monitor.freshness import check_freshness
+
+    out = []
+    if contract.checks.max_age_seconds is not None:
+        out.append((check_freshness(contract, lake, data), "recorded uploads"))
+    if contract.kind == "table":
+        out.append((check_drift(contract, lake), "drift history"))
+    return out

@@ -111,7 +111,7 @@ def check_rows(names: list[str] | None = None) -> list[dict]:
     from ..resources.catalog import DuckDBCatalog
     from ..resources.storage import LocalStorage
     from ..tables.store import load_table, rejected_name
-    from .checks import committed_checks
+    from .checks import committed_checks, monitoring_checks
     from .state import dataset_state
 
     contracts = _contracts(names)
@@ -126,10 +126,12 @@ def check_rows(names: list[str] | None = None) -> list[dict]:
             contract = effective_contract(contract, lake)
         except CleanError:
             pass  # no schema recorded yet: then there is no table either
-        for r in committed_checks(contract, data, rejected, lake):
+        found = [(r, "committed snapshot") for r in committed_checks(contract, data, rejected,
+                                                                       lake)]
+        for r, where in found + monitoring_checks(contract, data, lake):
             rows.append({"asset": f"table/{ds}", "check": r.name, "severity": r.severity,
                          "passed": r.passed, "detail": r.reason or _brief(r.metadata),
-                         "source": "committed snapshot"})
+                         "source": where})
         if source is None:
             continue
         for v in dataset_state(source, ds).checks:

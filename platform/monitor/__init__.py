@@ -1,0 +1,1 @@
+"""Monitoring of datasets: column profiles and drift, freshness, and the scheduled checks."""
