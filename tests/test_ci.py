@@ -5,6 +5,7 @@ satisfy, a new file that fails its audits), and the same sequence in .ci/run and
 workflow.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -51,8 +52,10 @@ def test_samples_pass_then_a_stricter_contract_and_a_bad_file_fail(data_dir, ci_
     original = orders.read_text()
     orders.write_text(original.replace("rejected_share_error: 0.10", "rejected_share_error: 0.01"))
     capsys.readouterr()
-    assert main(["check", "orders"]) == 1
-    assert "rejected_share           ERROR     NO" in capsys.readouterr().out
+    assert main(["check", "orders", "--json"]) == 1
+    failing = [(r["check"], r["source"]) for r in json.loads(capsys.readouterr().out)
+               if not r["passed"] and r["severity"] == "ERROR"]
+    assert ("rejected_share", "committed snapshot") in failing
     orders.write_text(original)
 
     # A new file whose keys collide with committed rows: its run fails and CI with it; the
