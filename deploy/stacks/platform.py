@@ -24,38 +24,23 @@ from components.batch_queue import FargateBatchQueue
 from components.dagster_services import add_dagster_services
 from components.fargate_task import PlatformTask
 from components.nag import acknowledge, acknowledge_reviewed_iam_wildcards
-from components.permissions import (
-    grant_batch_jobs,
-    grant_catalog,
-    grant_launch_tasks,
-    grant_watch_tasks,
-)
+from components.role_grants import grant_platform_roles
 from constructs import Construct
 
 from stacks.data import (
-    COMPUTE_LOGS_PREFIX,
     DB_NAME,
     DB_USERNAME,
-    LAKE_PREFIX,
     PIPES_PREFIX,
-    RAW_PREFIX,
     DataStack,
     bucket_names,
 )
 from stacks.settings import (
-    BATCH_JOB_TAG,
-    CODE_LOCATION_SERVICE_NAME,
-    CODE_SERVER_COMMAND,
-    CODE_SERVER_HEALTH_CHECK,
     CODE_SERVER_PORT,
-    DAEMON_COMMAND,
     RUN_CONTAINER_NAME,
     SCRATCH_MOUNT_PATH,
     SERVICE_DISCOVERY_NAMESPACE,
     STEP_COMMAND,
     STEP_CONTAINER_NAME,
-    WEBSERVER_COMMAND,
-    WEBSERVER_PORT,
     DeploySettings,
 )
 
@@ -328,87 +313,29 @@ class PlatformStack(cdk.Stack):
         self.webserver_load_balancer = services.load_balancer
 
         # --- permissions ----------------------------------------------------------------------
-        cluster_tasks = self.format_arn(
-            service="ecs", resource="task", resource_name=f"{cluster_name}/*"
+        grant_platform_roles(
+            self,
+            cluster=self.cluster,
+            cluster_name=cluster_name,
+            run_family=run_family,
+            step_family=step_family,
+            batch_name=batch_name,
+            roles={
+                "webserver": self.webserver_role,
+                "daemon": self.daemon_role,
+                "code_location": self.code_location_role,
+                "run": self.run_role,
+                "run_execution": self.run_execution_role,
+                "batch_job": self.batch_job_role,
+                "step_execution": self.step_execution_role,
+            },
+            raw=raw,
+            lake=lake,
+            data=data,
+            batch=self.batch,
+            run_logs=self.run_task.log_group,
+            step_logs=self.step_task.log_group,
         )
-        run_task_definitions = self.format_arn(
-            service="ecs", resource="task-definition", resource_name=f"{run_family}:*"
-        )
-        run_roles = [self.run_role, self.run_execution_role]
-        step_task_definitions = self.format_arn(
-            service="ecs", resource="task-definition", resource_name=f"{step_family}:*"
-        )
-
-        # Webserver: shows step logs, and stops run tasks when a user terminates a run.
-        lake.grant_read(self.webserver_role, f"{COMPUTE_LOGS_PREFIX}/*")
-        grant_watch_tasks(self.webserver_role, cluster_tasks=cluster_tasks)
-
-        # Daemon: launches, resumes and stops run tasks of the run family only, passes only the
-        # run roles, reads a failed run's log stream for the failure message.
-        grant_launch_tasks(
-            self.daemon_role,
-            cluster_arn=self.cluster.cluster_arn,
-            cluster_tasks=cluster_tasks,
-            task_definitions=run_task_definitions,
-            roles=run_roles,
-        )
-        self.daemon_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadOwnTaskNetworkConfiguration",
-                actions=["ec2:DescribeNetworkInterfaces"],
-                resources=["*"],
-            )
-        )
-        self.run_task.log_group.grant_read(self.daemon_role)
-
-        # Code location: evaluates the raw-upload sensor (listing or queue mode), which compares
-        # raw objects with the manifests of what the lake already holds.
-        raw.grant_read(self.code_location_role, f"{RAW_PREFIX}/*")
-        lake.grant_read(self.code_location_role, f"{LAKE_PREFIX}/*")
-        data.raw_events_queue.grant_consume_messages(self.code_location_role)
-
-        # Runs: read raw, write the lake (data, Athena results, compute logs, Pipes messages),
-        # the platform's catalog, EFS scratch.
-        raw.grant_read(self.run_role, f"{RAW_PREFIX}/*")
-        lake.grant_read_write(self.run_role)
-        grant_catalog(
-            self.run_role,
-            database=data.glue_database_name,
-            workgroup=data.athena_workgroup_name,
-            write=True,
-        )
-        data.scratch.grant_read_write(self.run_role)
-        # Heavy steps through Pipes: jobs of the platform's queue and definition, or tasks of the
-        # step task definition (passing only its two roles); their logs, when messages are read
-        # from CloudWatch. Pipes messages go through the lake bucket (granted above).
-        grant_batch_jobs(
-            self.run_role,
-            job_queue_arn=self.batch.job_queue.job_queue_arn,
-            job_definition_name=batch_name,
-            job_tag_key=BATCH_JOB_TAG,
-            job_tag_value=batch_name,
-        )
-        self.batch.log_group.grant_read(self.run_role)
-        grant_launch_tasks(
-            self.run_role,
-            cluster_arn=self.cluster.cluster_arn,
-            cluster_tasks=cluster_tasks,
-            task_definitions=step_task_definitions,
-            roles=[self.batch_job_role, self.step_execution_role],
-        )
-        self.step_task.log_group.grant_read(self.run_role)
-
-        # Heavy steps (Batch jobs and ECS step tasks): read raw images, read/write the lake, read
-        # the catalog.
-        raw.grant_read(self.batch_job_role, f"{RAW_PREFIX}/*")
-        lake.grant_read_write(self.batch_job_role)
-        grant_catalog(
-            self.batch_job_role,
-            database=data.glue_database_name,
-            workgroup=data.athena_workgroup_name,
-            write=False,
-        )
-        data.scratch.grant_read_write(self.batch_job_role)
 
         if self.webserver_load_balancer is not None:
             cdk.CfnOutput(

@@ -163,6 +163,13 @@ class DeploySettings:
                     f"behind an authenticating load balancer; set "
                     + ", ".join(f"-c {flag}=..." for flag in missing)
                 )
+        if profile.public_tasks and self.compute_launcher == "ecs":
+            # ECS step tasks are started by data_platform.resources.compute_aws without a public
+            # IP, which a task in a subnet without NAT needs to pull its image.
+            raise ValueError(
+                f"profile {profile.name} runs tasks without NAT: use -c compute_launcher=batch "
+                "(Batch jobs get a public IP), or a profile with a NAT gateway"
+            )
         if self.public_webserver and not profile.webserver_load_balancer:
             raise ValueError(
                 f"webserver_access={self.webserver_access} needs the load balancer; "
