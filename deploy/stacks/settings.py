@@ -3,7 +3,8 @@ stacks must agree on (ports, paths, commands, service discovery name).
 
 Every context value has a default, so `cdk synth` works with no `-c` flags; `DeploySettings`
 validates combinations (a public webserver needs a certificate, a domain and an identity provider)
-and raises `ValueError` with the flag to set.
+and raises `ValueError` with the flag to set. Sizes that cost money while idle come from the deploy
+profile (`-c profile=default|lean`, stacks.profiles); a few of them may be overridden one by one.
 """
 
 from __future__ import annotations
