@@ -133,7 +133,11 @@ def idle_cost(templates: Mapping[str, Mapping[str, Any]]) -> list[CostLine]:
     if unknown:
         raise ValueError(f"no idle price for resource types {unknown}")
     p, lines = PRICES, []
-    tasks = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::ECS::TaskDefinition"}
+    tasks = {
+        k: r["Properties"]
+        for k, r in resources.items()
+        if r["Type"] == "AWS::ECS::TaskDefinition"
+    }
     running = 0
     for service in _of_type(resources, "AWS::ECS::Service"):
         count = int(service.get("DesiredCount", 1))
@@ -158,7 +162,9 @@ def idle_cost(templates: Mapping[str, Mapping[str, Any]]) -> list[CostLine]:
                               nat * p["nat_gateway_hour"] * HOURS))
     eips = len(_of_type(resources, "AWS::EC2::EIP"))
     if eips:
-        lines.append(CostLine("Elastic IPs", f"{eips} address", eips * p["public_ipv4_hour"] * HOURS))
+        lines.append(
+            CostLine("Elastic IPs", f"{eips} address", eips * p["public_ipv4_hour"] * HOURS)
+        )
     for alb in _of_type(resources, "AWS::ElasticLoadBalancingV2::LoadBalancer"):
         public = alb.get("Scheme") == "internet-facing"
         ips = len(alb.get("Subnets", [])) if public else 0
@@ -185,8 +191,11 @@ def idle_cost(templates: Mapping[str, Mapping[str, Any]]) -> list[CostLine]:
     lines.append(CostLine("Secrets Manager, Cloud Map", f"{secrets} secret, {zones} namespace",
                           secrets * p["secret_month"] + zones * p["private_hosted_zone_month"]
                           + registered * p["cloud_map_instance_month"]))
-    insights = [c for c in _of_type(resources, "AWS::ECS::Cluster")
-                if {"Name": "containerInsights", "Value": "enabled"} in c.get("ClusterSettings", [])]
+    enabled = {"Name": "containerInsights", "Value": "enabled"}
+    insights = [
+        c for c in _of_type(resources, "AWS::ECS::Cluster")
+        if enabled in c.get("ClusterSettings", [])
+    ]
     if insights:
         lines.append(CostLine("Container Insights", "estimate",
                               len(insights) * ASSUMED["container_insights_month"]))

@@ -61,7 +61,8 @@ def _env_values(cls: type, prefix: str, environ: Mapping[str, str]) -> dict[str,
         try:
             values[field.name] = raw if kind is str else kind(raw)
         except ValueError:
-            raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"{name} must be {what}, got {raw!r}") from None
     return values
 
 
@@ -70,9 +71,9 @@ class RunSizing:
     """How to size a run from its input (env `PLATFORM_RUN_<FIELD>`, e.g. PLATFORM_RUN_MAX_CPU).
 
     CPU: one vCPU per `bytes_per_vcpu` of input (CSV to Parquet is CPU-bound at roughly
-    100-200 MB/s per core, so the default gives a 30 GB file about 8 vCPU). Memory: `base_memory_mib`
-    plus `memory_per_input_byte` times the input (the cleaning engines stream, so memory grows far
-    slower than input). Local disk: `disk_per_input_byte` times the input (the copy plus its
+    100-200 MB/s per core, so the default gives a 30 GB file about 8 vCPU). Memory:
+    `base_memory_mib` plus `memory_per_input_byte` times the input (the cleaning engines stream,
+    so memory grows far slower than input). Local disk: `disk_per_input_byte` times the input (the copy plus its
     outputs); above `ephemeral_limit_gib` the input is streamed via `stream_via` instead.
     """
 
@@ -98,7 +99,8 @@ class RunSizing:
             raise ValueError(f"stream_via must be 'scratch' or 's3', got {self.stream_via!r}")
         if self.min_cpu > self.max_cpu or self.min_memory_mib > self.max_memory_mib:
             raise ValueError("the minimum CPU and memory must not exceed the maximum")
-        if self.bytes_per_vcpu <= 0 or self.memory_per_input_byte < 0 or self.disk_per_input_byte < 0:
+        factors = (self.memory_per_input_byte, self.disk_per_input_byte)
+        if self.bytes_per_vcpu <= 0 or min(factors) < 0:
             raise ValueError("bytes_per_vcpu must be positive and the per-byte factors >= 0")
         if not self.allowed_pairs():
             raise ValueError(
@@ -148,7 +150,8 @@ def size_for(input_bytes: int, settings: RunSizing | None = None) -> TaskSize:
     settings = settings or RunSizing()
     want_cpu = math.ceil(input_bytes / settings.bytes_per_vcpu * 1024)
     # Whole MiB: a few KB of input must not push a run past its base memory.
-    want_memory = settings.base_memory_mib + int(input_bytes * settings.memory_per_input_byte // MIB)
+    grown = int(input_bytes * settings.memory_per_input_byte // MIB)
+    want_memory = settings.base_memory_mib + grown
     pairs = settings.allowed_pairs()
     # Pairs are ordered by CPU then memory, and a larger CPU never allows less memory, so the
     # first pair meeting both wants is also the cheapest.
@@ -176,7 +179,7 @@ def ecs_tags(size: TaskSize) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FargatePrices:
-    """Fargate Linux prices in USD (env `PLATFORM_FARGATE_<FIELD>`, e.g. PLATFORM_FARGATE_VCPU_HOUR).
+    """Fargate Linux prices in USD (env `PLATFORM_FARGATE_<FIELD>`: PLATFORM_FARGATE_VCPU_HOUR...).
 
     Defaults: us-east-1 on-demand list prices (x86 $0.04048 per vCPU-hour and $0.004445 per
     GB-hour; ARM $0.03238 and $0.00356; ephemeral storage above 20 GB $0.000111 per GB-hour).

@@ -125,7 +125,7 @@ def test_settings_from_the_environment_and_their_checks():
     assert (settings.max_cpu, settings.max_memory_mib, settings.min_cpu) == (4096, 30720, 256)
     assert (settings.memory_per_input_byte, settings.ephemeral_limit_gib) == (0.5, 200)
     assert settings.stream_via == "scratch"
-    with pytest.raises(ValueError, match="PLATFORM_RUN_MAX_CPU must be a int"):
+    with pytest.raises(ValueError, match="PLATFORM_RUN_MAX_CPU must be an integer"):
         RunSizing.from_env({"PLATFORM_RUN_MAX_CPU": "lots"})
     with pytest.raises(ValueError, match="ephemeral_limit_gib must be within 20-200"):
         RunSizing.from_env({"PLATFORM_RUN_EPHEMERAL_LIMIT_GIB": "500"})
