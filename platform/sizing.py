@@ -73,8 +73,9 @@ class RunSizing:
     CPU: one vCPU per `bytes_per_vcpu` of input (CSV to Parquet is CPU-bound at roughly
     100-200 MB/s per core, so the default gives a 30 GB file about 8 vCPU). Memory:
     `base_memory_mib` plus `memory_per_input_byte` times the input (the cleaning engines stream,
-    so memory grows far slower than input). Local disk: `disk_per_input_byte` times the input (the copy plus its
-    outputs); above `ephemeral_limit_gib` the input is streamed via `stream_via` instead.
+    so memory grows far slower than input). Local disk: `disk_per_input_byte` times the input
+    (the copy plus its outputs); above `ephemeral_limit_gib` the input is streamed via
+    `stream_via` instead.
     """
 
     min_cpu: int = 256
