@@ -22,7 +22,11 @@ from constructs import Construct
 
 
 class FargateBatchQueue(Construct):
-    """Compute environment, job queue and job definition, with EFS scratch mounted in every job."""
+    """Compute environment, job queue and job definition, with EFS scratch mounted in every job.
+
+    Jobs run in `subnets` (private ones with egress by default), on Fargate Spot when `spot`.
+    The compute environment keeps no capacity while no job runs (Fargate has no minimum vCPU).
+    """
 
     def __init__(
         self,
@@ -44,6 +48,9 @@ class FargateBatchQueue(Construct):
         vcpus: float = 2,
         memory_gib: int = 8,
         timeout: cdk.Duration | None = None,
+        subnets: ec2.SubnetSelection | None = None,
+        assign_public_ip: bool = False,
+        spot: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -54,10 +61,12 @@ class FargateBatchQueue(Construct):
             self,
             "ComputeEnvironment",
             vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            vpc_subnets=subnets
+            or ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=[security_group],
             maxv_cpus=max_vcpus,
-            spot=False,
+            # Spot is safe here: the job definition retries jobs whose capacity was reclaimed.
+            spot=spot,
         )
         self.job_queue = batch.JobQueue(
             self,
@@ -79,7 +88,8 @@ class FargateBatchQueue(Construct):
             job_role=job_role,
             command=list(command),
             environment=dict(environment),
-            assign_public_ip=False,
+            # Jobs in public subnets (no NAT) pull the image and ship logs through a public IP.
+            assign_public_ip=assign_public_ip,
             fargate_cpu_architecture=ecs.CpuArchitecture.X86_64,
             fargate_operating_system_family=ecs.OperatingSystemFamily.LINUX,
             logging=ecs.LogDriver.aws_logs(stream_prefix="batch", log_group=self.log_group),

@@ -34,6 +34,11 @@ NO_RESOURCE_LEVEL_ACTIONS = frozenset(
         "glue:GetDatabases",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
+        # ECS Exec (the lean profile's way to the webserver UI): the SSM agent's channels.
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
     }
 )
 
@@ -60,9 +65,10 @@ _REVIEWED_WILDCARDS: dict[str, str] = {
         "of one task or job definition, jobs of AWS Batch): the resource itself is fixed."
     ),
     "no-resource-level": (
-        "These read-only API actions (e.g. ecs:DescribeTaskDefinition, "
-        "ec2:DescribeNetworkInterfaces, batch:DescribeJobs, ecr:GetAuthorizationToken) do not "
-        "support resource-level permissions; '*' is the only resource IAM accepts for them."
+        "These API actions (read-only ones such as ecs:DescribeTaskDefinition, "
+        "ec2:DescribeNetworkInterfaces, batch:DescribeJobs, ecr:GetAuthorizationToken, and the "
+        "ssmmessages channels of ECS Exec) do not support resource-level permissions; '*' is "
+        "the only resource IAM accepts for them."
     ),
 }
 

@@ -62,7 +62,8 @@ class DataStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         names = bucket_names(settings, self)
-        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        profile = settings.profile
+        private = ec2.SubnetSelection(subnet_type=settings.private_subnet_type)
 
         # --- buckets -------------------------------------------------------------------------
         self.access_logs_bucket = SecureBucket(
@@ -212,7 +213,7 @@ class DataStack(cdk.Stack):
             "Database",
             instance_identifier=db_identifier,
             engine=rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16),
-            instance_type=ec2.InstanceType(settings.db_instance_class),
+            instance_type=ec2.InstanceType(profile.db_instance_class),
             vpc=vpc,
             vpc_subnets=private,
             publicly_accessible=False,
@@ -222,10 +223,10 @@ class DataStack(cdk.Stack):
             database_name=DB_NAME,
             storage_encrypted=True,
             storage_type=rds.StorageType.GP3,
-            allocated_storage=20,
+            allocated_storage=profile.db_storage_gib,
             max_allocated_storage=200,
-            multi_az=settings.db_multi_az,
-            backup_retention=cdk.Duration.days(settings.db_backup_retention_days),
+            multi_az=profile.db_multi_az,
+            backup_retention=cdk.Duration.days(profile.db_backup_retention_days),
             delete_automated_backups=False,
             deletion_protection=settings.db_deletion_protection,
             removal_policy=cdk.RemovalPolicy.SNAPSHOT,
@@ -241,7 +242,7 @@ class DataStack(cdk.Stack):
             "The instance is reachable only from the platform's own security groups inside "
             "private subnets; a non-standard port would add no protection there.",
         )
-        if not settings.db_multi_az:
+        if not profile.db_multi_az:
             acknowledge(
                 self.database,
                 "AwsSolutions-RDS3",
@@ -311,7 +312,10 @@ class DataStack(cdk.Stack):
             encryption=ecr.RepositoryEncryption.AES_256,
             removal_policy=cdk.RemovalPolicy.RETAIN,
             lifecycle_rules=[
-                ecr.LifecycleRule(description="Keep the last 50 images", max_image_count=50)
+                ecr.LifecycleRule(
+                    description=f"Keep the last {profile.image_count} images",
+                    max_image_count=profile.image_count,
+                )
             ],
         )
 

@@ -1,7 +1,10 @@
 """Network stack: the VPC every other resource lives in.
 
-Public subnets hold only the NAT gateway(s) and, when the webserver is internet-facing, the load
-balancer; every task, database and file system sits in private subnets. The bulk of the traffic
+In the default profile public subnets hold only the NAT gateway(s) and, when the webserver is
+internet-facing, the load balancer; every task, database and file system sits in private subnets.
+In the lean profile there is no NAT gateway: tasks run in the public subnets with a public IP (their
+security groups admit nothing from the internet) and the private subnets, holding the database and
+the file system, are isolated. The bulk of the traffic
 (raw and lake objects, and ECR image layers, which ECR serves from S3) goes through the free S3
 gateway endpoint. Interface endpoints for the ECR API, CloudWatch Logs and Secrets Manager are
 optional (`-c interface_endpoints=true`): they keep those calls off the NAT gateway, but at about
@@ -45,18 +48,19 @@ class NetworkStack(cdk.Stack):
         # A literal CIDR (not the VPC's CidrBlock attribute) lets security group rules that
         # admit "the VPC" be checked at synth time.
         self.vpc_cidr = settings.vpc_cidr
+        profile = settings.profile
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(settings.vpc_cidr),
             max_azs=settings.max_azs,
-            nat_gateways=settings.nat_gateways,
+            nat_gateways=profile.nat_gateways,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
                     name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24
                 ),
                 ec2.SubnetConfiguration(
-                    name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=20
+                    name="private", subnet_type=settings.private_subnet_type, cidr_mask=20
                 ),
             ],
             restrict_default_security_group=True,
@@ -84,7 +88,7 @@ class NetworkStack(cdk.Stack):
                     service=service,
                     private_dns_enabled=True,
                     open=False,
-                    subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                    subnets=ec2.SubnetSelection(subnet_type=settings.private_subnet_type),
                 )
                 endpoint.connections.allow_default_port_from(
                     ec2.Peer.ipv4(settings.vpc_cidr), "HTTPS from the VPC"

@@ -21,41 +21,26 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_servicediscovery as servicediscovery
 from components.batch_queue import FargateBatchQueue
+from components.dagster_services import add_dagster_services
 from components.fargate_task import PlatformTask
-from components.nag import acknowledge_reviewed_iam_wildcards
-from components.permissions import (
-    grant_batch_jobs,
-    grant_catalog,
-    grant_launch_tasks,
-    grant_watch_tasks,
-)
-from components.webserver_alb import WebserverLoadBalancer
+from components.nag import acknowledge, acknowledge_reviewed_iam_wildcards
+from components.role_grants import grant_platform_roles
 from constructs import Construct
 
 from stacks.data import (
-    COMPUTE_LOGS_PREFIX,
     DB_NAME,
     DB_USERNAME,
-    LAKE_PREFIX,
     PIPES_PREFIX,
-    RAW_PREFIX,
     DataStack,
     bucket_names,
 )
 from stacks.settings import (
-    BATCH_JOB_TAG,
-    CODE_LOCATION_SERVICE_NAME,
-    CODE_SERVER_COMMAND,
-    CODE_SERVER_HEALTH_CHECK,
     CODE_SERVER_PORT,
-    DAEMON_COMMAND,
     RUN_CONTAINER_NAME,
     SCRATCH_MOUNT_PATH,
     SERVICE_DISCOVERY_NAMESPACE,
     STEP_COMMAND,
     STEP_CONTAINER_NAME,
-    WEBSERVER_COMMAND,
-    WEBSERVER_PORT,
     DeploySettings,
 )
 
@@ -82,7 +67,6 @@ class PlatformStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
-        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         names = bucket_names(settings, self)
         # Buckets by name: IAM statements on their keys then carry no cross-stack reference.
         raw = s3.Bucket.from_bucket_name(self, "RawBucket", names["raw"])
@@ -101,8 +85,19 @@ class PlatformStack(cdk.Stack):
             "Cluster",
             cluster_name=cluster_name,
             vpc=vpc,
-            container_insights_v2=ecs.ContainerInsights.ENABLED,
+            container_insights_v2=(
+                ecs.ContainerInsights.ENABLED
+                if settings.profile.container_insights
+                else ecs.ContainerInsights.DISABLED
+            ),
         )
+        if not settings.profile.container_insights:
+            acknowledge(
+                self.cluster,
+                "AwsSolutions-ECS4",
+                "The lean profile leaves Container Insights off: its per-task metrics cost more "
+                "than the services they watch; task and service metrics of ECS remain.",
+            )
         namespace = servicediscovery.PrivateDnsNamespace(
             self, "Namespace", name=SERVICE_DISCOVERY_NAMESPACE, vpc=vpc
         )
@@ -132,8 +127,9 @@ class PlatformStack(cdk.Stack):
         )
 
         # --- network access -----------------------------------------------------------------
-        # Egress is closed except HTTPS (AWS APIs through the endpoints or the NAT gateway) and
-        # the ports granted below.
+        # No inbound rule from the internet, also for tasks with a public IP (lean profile);
+        # egress is closed except HTTPS (AWS APIs through the endpoints, the NAT gateway or the
+        # task's public IP) and the ports granted below.
         def security_group(sg_id: str, description: str) -> ec2.SecurityGroup:
             group = ec2.SecurityGroup(
                 self, sg_id, vpc=vpc, description=description, allow_all_outbound=False
@@ -192,8 +188,9 @@ class PlatformStack(cdk.Stack):
             "PLATFORM_ECS_CLUSTER": cluster_name,
             "PLATFORM_ECS_TASK_DEFINITION": step_family,
             "PLATFORM_ECS_CONTAINER": STEP_CONTAINER_NAME,
-            "PLATFORM_ECS_SUBNETS": ",".join(vpc.select_subnets(
-                subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids),
+            "PLATFORM_ECS_SUBNETS": ",".join(
+                vpc.select_subnets(subnet_type=settings.task_subnets.subnet_type).subnet_ids
+            ),
             "PLATFORM_ECS_SECURITY_GROUPS": batch_sg.security_group_id,
         }
         # The sensors (code location) consume upload events in queue mode; the queue-mode sensor
@@ -255,6 +252,9 @@ class PlatformStack(cdk.Stack):
             scratch_access_point=data.scratch_access_point,
             scratch_path=SCRATCH_MOUNT_PATH,
             log_retention=settings.log_retention,
+            subnets=settings.task_subnets,
+            assign_public_ip=settings.profile.public_tasks,
+            spot=settings.profile.batch_spot,
         )
 
         # The same step as a one-off ECS task (PLATFORM_COMPUTE=ecs), sized like a Batch job.
@@ -276,225 +276,85 @@ class PlatformStack(cdk.Stack):
         mount_scratch(self.step_task)
 
         # --- services -------------------------------------------------------------------------
-        self.webserver_task = PlatformTask(
+        services = add_dagster_services(
             self,
-            "Webserver",
-            family=f"{settings.name}-webserver",
-            image=image,
-            container_name="webserver",
-            command=WEBSERVER_COMMAND,
-            cpu=1024,
-            memory_mib=2048,
-            task_role=self.webserver_role,
-            environment=launcher_environment,
-            secrets=db_secrets,
-            log_retention=settings.log_retention,
-            port_mappings=[ecs.PortMapping(container_port=WEBSERVER_PORT)],
-        )
-        self.daemon_task = PlatformTask(
-            self,
-            "Daemon",
-            family=f"{settings.name}-daemon",
-            image=image,
-            container_name="daemon",
-            command=DAEMON_COMMAND,
-            cpu=512,
-            memory_mib=2048,
-            task_role=self.daemon_role,
-            environment=launcher_environment,
-            secrets=db_secrets,
-            log_retention=settings.log_retention,
-        )
-        self.code_location_task = PlatformTask(
-            self,
-            "CodeLocation",
-            family=f"{settings.name}-code-location",
-            image=image,
-            container_name="code-location",
-            command=CODE_SERVER_COMMAND,
-            cpu=1024,
-            memory_mib=2048,
-            task_role=self.code_location_role,
-            environment={**platform_environment, **sensor_environment, **db_environment},
-            secrets=db_secrets,
-            log_retention=settings.log_retention,
-            port_mappings=[ecs.PortMapping(container_port=CODE_SERVER_PORT)],
-            health_check=ecs.HealthCheck(
-                command=["CMD", *CODE_SERVER_HEALTH_CHECK],
-                interval=cdk.Duration.seconds(30),
-                timeout=cdk.Duration.seconds(10),
-                retries=3,
-                start_period=cdk.Duration.seconds(120),
-            ),
-        )
-
-        desired = 1 if settings.services_running else 0
-        common_service_options: dict[str, Any] = {
-            "cluster": self.cluster,
-            "vpc_subnets": private,
-            "assign_public_ip": False,
-            "desired_count": desired,
-            "circuit_breaker": ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            "propagate_tags": ecs.PropagatedTagSource.SERVICE,
-            "enable_ecs_managed_tags": True,
-        }
-        self.code_location_service = ecs.FargateService(
-            self,
-            "CodeLocationService",
-            service_name=f"{settings.name}-code-location",
-            task_definition=self.code_location_task.task_definition,
-            security_groups=[code_location_sg],
-            min_healthy_percent=100,
-            max_healthy_percent=200,
-            cloud_map_options=ecs.CloudMapOptions(
-                name=CODE_LOCATION_SERVICE_NAME,
-                cloud_map_namespace=namespace,
-                dns_record_type=servicediscovery.DnsRecordType.A,
-                dns_ttl=cdk.Duration.seconds(10),
-            ),
-            **common_service_options,
-        )
-        self.webserver_service = ecs.FargateService(
-            self,
-            "WebserverService",
-            service_name=f"{settings.name}-webserver",
-            task_definition=self.webserver_task.task_definition,
-            security_groups=[webserver_sg],
-            min_healthy_percent=100,
-            max_healthy_percent=200,
-            health_check_grace_period=cdk.Duration.seconds(120),
-            **common_service_options,
-        )
-        # Exactly one daemon: stop the old task before starting the new one. Runs are started
-        # with this task's network configuration (use_current_ecs_task_config), so the daemon
-        # also carries the run security group.
-        self.daemon_service = ecs.FargateService(
-            self,
-            "DaemonService",
-            service_name=f"{settings.name}-daemon",
-            task_definition=self.daemon_task.task_definition,
-            security_groups=[daemon_sg, run_sg],
-            min_healthy_percent=0,
-            max_healthy_percent=100,
-            **common_service_options,
-        )
-
-        self.webserver_load_balancer = WebserverLoadBalancer(
-            self,
-            "WebserverAccess",
+            settings=settings,
             vpc=vpc,
             vpc_cidr=vpc_cidr,
-            service=self.webserver_service,
-            container_name="webserver",
-            port=WEBSERVER_PORT,
-            access=settings.webserver_access,
+            cluster=self.cluster,
+            namespace=namespace,
+            image=image,
+            roles={
+                "webserver": self.webserver_role,
+                "daemon": self.daemon_role,
+                "code_location": self.code_location_role,
+            },
+            security_groups={
+                "webserver": webserver_sg,
+                "daemon": daemon_sg,
+                "code_location": code_location_sg,
+                "run": run_sg,
+            },
+            launcher_environment=launcher_environment,
+            code_location_environment={
+                **platform_environment,
+                **sensor_environment,
+                **db_environment,
+            },
+            secrets=db_secrets,
             access_logs_bucket=data.access_logs_bucket,
-            certificate_arn=settings.certificate_arn,
-            domain_name=settings.webserver_domain,
-            allowed_cidr=settings.allowed_cidr,
-            cognito_domain_prefix=settings.cognito_domain_prefix,
-            oidc_issuer=settings.oidc.issuer if settings.oidc else None,
-            oidc_authorization_endpoint=(
-                settings.oidc.authorization_endpoint if settings.oidc else None
-            ),
-            oidc_token_endpoint=settings.oidc.token_endpoint if settings.oidc else None,
-            oidc_user_info_endpoint=settings.oidc.user_info_endpoint if settings.oidc else None,
-            oidc_client_id=settings.oidc.client_id if settings.oidc else None,
-            oidc_client_secret_name=settings.oidc.client_secret_name if settings.oidc else None,
         )
+        self.webserver_task = services.webserver_task
+        self.daemon_task = services.daemon_task
+        self.code_location_task = services.code_location_task
+        self.webserver_service = services.webserver_service
+        self.daemon_service = services.daemon_service
+        self.code_location_service = services.code_location_service
+        self.webserver_load_balancer = services.load_balancer
 
         # --- permissions ----------------------------------------------------------------------
-        cluster_tasks = self.format_arn(
-            service="ecs", resource="task", resource_name=f"{cluster_name}/*"
-        )
-        run_task_definitions = self.format_arn(
-            service="ecs", resource="task-definition", resource_name=f"{run_family}:*"
-        )
-        run_roles = [self.run_role, self.run_execution_role]
-        step_task_definitions = self.format_arn(
-            service="ecs", resource="task-definition", resource_name=f"{step_family}:*"
-        )
-
-        # Webserver: shows step logs, and stops run tasks when a user terminates a run.
-        lake.grant_read(self.webserver_role, f"{COMPUTE_LOGS_PREFIX}/*")
-        grant_watch_tasks(self.webserver_role, cluster_tasks=cluster_tasks)
-
-        # Daemon: launches, resumes and stops run tasks of the run family only, passes only the
-        # run roles, reads a failed run's log stream for the failure message.
-        grant_launch_tasks(
-            self.daemon_role,
-            cluster_arn=self.cluster.cluster_arn,
-            cluster_tasks=cluster_tasks,
-            task_definitions=run_task_definitions,
-            roles=run_roles,
-        )
-        self.daemon_role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadOwnTaskNetworkConfiguration",
-                actions=["ec2:DescribeNetworkInterfaces"],
-                resources=["*"],
-            )
-        )
-        self.run_task.log_group.grant_read(self.daemon_role)
-
-        # Code location: evaluates the raw-upload sensor (listing or queue mode), which compares
-        # raw objects with the manifests of what the lake already holds.
-        raw.grant_read(self.code_location_role, f"{RAW_PREFIX}/*")
-        lake.grant_read(self.code_location_role, f"{LAKE_PREFIX}/*")
-        data.raw_events_queue.grant_consume_messages(self.code_location_role)
-
-        # Runs: read raw, write the lake (data, Athena results, compute logs, Pipes messages),
-        # the platform's catalog, EFS scratch.
-        raw.grant_read(self.run_role, f"{RAW_PREFIX}/*")
-        lake.grant_read_write(self.run_role)
-        grant_catalog(
-            self.run_role,
-            database=data.glue_database_name,
-            workgroup=data.athena_workgroup_name,
-            write=True,
-        )
-        data.scratch.grant_read_write(self.run_role)
-        # Heavy steps through Pipes: jobs of the platform's queue and definition, or tasks of the
-        # step task definition (passing only its two roles); their logs, when messages are read
-        # from CloudWatch. Pipes messages go through the lake bucket (granted above).
-        grant_batch_jobs(
-            self.run_role,
-            job_queue_arn=self.batch.job_queue.job_queue_arn,
-            job_definition_name=batch_name,
-            job_tag_key=BATCH_JOB_TAG,
-            job_tag_value=batch_name,
-        )
-        self.batch.log_group.grant_read(self.run_role)
-        grant_launch_tasks(
-            self.run_role,
-            cluster_arn=self.cluster.cluster_arn,
-            cluster_tasks=cluster_tasks,
-            task_definitions=step_task_definitions,
-            roles=[self.batch_job_role, self.step_execution_role],
-        )
-        self.step_task.log_group.grant_read(self.run_role)
-
-        # Heavy steps (Batch jobs and ECS step tasks): read raw images, read/write the lake, read
-        # the catalog.
-        raw.grant_read(self.batch_job_role, f"{RAW_PREFIX}/*")
-        lake.grant_read_write(self.batch_job_role)
-        grant_catalog(
-            self.batch_job_role,
-            database=data.glue_database_name,
-            workgroup=data.athena_workgroup_name,
-            write=False,
-        )
-        data.scratch.grant_read_write(self.batch_job_role)
-
-        cdk.CfnOutput(
+        grant_platform_roles(
             self,
-            "WebserverUrl",
-            value=("https://" if settings.certificate_arn else "http://")
-            + (
-                settings.webserver_domain
-                or self.webserver_load_balancer.load_balancer.load_balancer_dns_name
-            ),
+            cluster=self.cluster,
+            cluster_name=cluster_name,
+            run_family=run_family,
+            step_family=step_family,
+            batch_name=batch_name,
+            roles={
+                "webserver": self.webserver_role,
+                "daemon": self.daemon_role,
+                "code_location": self.code_location_role,
+                "run": self.run_role,
+                "run_execution": self.run_execution_role,
+                "batch_job": self.batch_job_role,
+                "step_execution": self.step_execution_role,
+            },
+            raw=raw,
+            lake=lake,
+            data=data,
+            batch=self.batch,
+            run_logs=self.run_task.log_group,
+            step_logs=self.step_task.log_group,
         )
+
+        if self.webserver_load_balancer is not None:
+            cdk.CfnOutput(
+                self,
+                "WebserverUrl",
+                value=("https://" if settings.certificate_arn else "http://")
+                + (
+                    settings.webserver_domain
+                    or self.webserver_load_balancer.load_balancer.load_balancer_dns_name
+                ),
+            )
+        else:
+            cdk.CfnOutput(
+                self,
+                "WebserverServiceName",
+                value=self.webserver_service.service_name,
+                description="No load balancer: reach the UI by ECS Exec port forwarding into "
+                "a task of this service (deploy/README.md, Reaching the UI)",
+            )
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         if not settings.services_running:
             cdk.Annotations.of(self).add_warning_v2(

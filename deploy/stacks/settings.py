@@ -3,16 +3,30 @@ stacks must agree on (ports, paths, commands, service discovery name).
 
 Every context value has a default, so `cdk synth` works with no `-c` flags; `DeploySettings`
 validates combinations (a public webserver needs a certificate, a domain and an identity provider)
-and raises `ValueError` with the flag to set.
+and raises `ValueError` with the flag to set. Sizes that cost money while idle come from the deploy
+profile (`-c profile=default|lean`, stacks.profiles); a few of them may be overridden one by one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Node
+
+from stacks.profiles import LOG_RETENTION_DAYS, PROFILES, Profile
+
+# Values a `-c key=value` flag may override in the chosen profile.
+PROFILE_OVERRIDES = (
+    "nat_gateways",
+    "webserver_load_balancer",
+    "db_instance_class",
+    "db_multi_az",
+    "db_backup_retention_days",
+    "log_retention_days",
+)
 
 # Paths and ports baked into the image (deploy/Dockerfile) and the ECS workspace (workspace.yaml).
 DAGSTER_HOME = "/opt/dagster/dagster_home"
@@ -67,27 +81,6 @@ BATCH_JOB_TAG = "data-platform:job-queue"
 ComputeLauncher = Literal["batch", "ecs"]
 COMPUTE_LAUNCHERS: tuple[ComputeLauncher, ...] = ("batch", "ecs")
 
-# Retention periods CloudWatch Logs accepts, in days, by their aws-cdk-lib names.
-LOG_RETENTION_DAYS = {
-    1: "ONE_DAY",
-    3: "THREE_DAYS",
-    5: "FIVE_DAYS",
-    7: "ONE_WEEK",
-    14: "TWO_WEEKS",
-    30: "ONE_MONTH",
-    60: "TWO_MONTHS",
-    90: "THREE_MONTHS",
-    120: "FOUR_MONTHS",
-    150: "FIVE_MONTHS",
-    180: "SIX_MONTHS",
-    365: "ONE_YEAR",
-    400: "THIRTEEN_MONTHS",
-    545: "EIGHTEEN_MONTHS",
-    731: "TWO_YEARS",
-    1827: "FIVE_YEARS",
-    3653: "TEN_YEARS",
-}
-
 WebserverAccess = Literal["internal", "cognito", "oidc"]
 WEBSERVER_ACCESS_MODES: tuple[WebserverAccess, ...] = ("internal", "cognito", "oidc")
 
@@ -119,20 +112,29 @@ class DeploySettings:
     oidc: OidcSettings | None = None
     vpc_cidr: str = "10.40.0.0/16"
     max_azs: int = 2
-    nat_gateways: int = 1
     interface_endpoints: bool = False
-    db_instance_class: str = "t4g.small"
-    db_multi_az: bool = False
     db_deletion_protection: bool = True
-    db_backup_retention_days: int = 7
-    log_retention_days: int = 30
     batch_max_vcpus: int = 32
     athena_bytes_scanned_cutoff_gb: int = 100
     glue_database: str = "data_platform"
     # Where runs send heavy steps (PLATFORM_COMPUTE): the Batch queue or ECS tasks.
     compute_launcher: ComputeLauncher = "batch"
+    # Sizes of everything that costs money while idle (stacks.profiles); the fields after it
+    # override single values of it (None: the profile's value) and hold the resolved value.
+    profile: Profile = PROFILES["default"]
+    nat_gateways: int | None = None
+    webserver_load_balancer: bool | None = None
+    db_instance_class: str | None = None
+    db_multi_az: bool | None = None
+    db_backup_retention_days: int | None = None
+    log_retention_days: int | None = None
 
     def __post_init__(self) -> None:
+        overrides = {k: getattr(self, k) for k in PROFILE_OVERRIDES if getattr(self, k) is not None}
+        profile = replace(self.profile, **overrides)  # Profile checks the combination
+        object.__setattr__(self, "profile", profile)
+        for key in PROFILE_OVERRIDES:
+            object.__setattr__(self, key, getattr(profile, key))
         if self.compute_launcher not in COMPUTE_LAUNCHERS:
             raise ValueError(
                 f"compute_launcher must be one of {', '.join(COMPUTE_LAUNCHERS)}, "
@@ -162,13 +164,18 @@ class DeploySettings:
                     f"behind an authenticating load balancer; set "
                     + ", ".join(f"-c {flag}=..." for flag in missing)
                 )
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
+        if profile.public_tasks and self.compute_launcher == "ecs":
+            # ECS step tasks are started by data_platform.resources.compute_aws without a public
+            # IP, which a task in a subnet without NAT needs to pull its image.
             raise ValueError(
-                f"log_retention_days must be one of {sorted(LOG_RETENTION_DAYS)}, "
-                f"got {self.log_retention_days}"
+                f"profile {profile.name} runs tasks without NAT: use -c compute_launcher=batch "
+                "(Batch jobs get a public IP), or a profile with a NAT gateway"
             )
-        if self.nat_gateways < 1:
-            raise ValueError("nat_gateways must be at least 1: tasks reach AWS APIs through it")
+        if self.public_webserver and not profile.webserver_load_balancer:
+            raise ValueError(
+                f"webserver_access={self.webserver_access} needs the load balancer; "
+                "set -c webserver_load_balancer=true"
+            )
 
     @property
     def public_webserver(self) -> bool:
@@ -178,7 +185,22 @@ class DeploySettings:
     @property
     def log_retention(self) -> logs.RetentionDays:
         """The CloudWatch Logs retention of every log group the app creates."""
-        return logs.RetentionDays[LOG_RETENTION_DAYS[self.log_retention_days]]
+        return logs.RetentionDays[LOG_RETENTION_DAYS[self.profile.log_retention_days]]
+
+    @property
+    def task_subnets(self) -> ec2.SubnetSelection:
+        """Where tasks and Batch jobs run: public subnets (public IP, no NAT) or private ones."""
+        if self.profile.public_tasks:
+            return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+        return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+
+    @property
+    def private_subnet_type(self) -> ec2.SubnetType:
+        """The subnets of the database, file system and endpoints: with egress through NAT, or
+        isolated when tasks have public IPs and nothing needs a NAT."""
+        if self.profile.public_tasks:
+            return ec2.SubnetType.PRIVATE_ISOLATED
+        return ec2.SubnetType.PRIVATE_WITH_EGRESS
 
     @property
     def services_running(self) -> bool:
@@ -198,19 +220,19 @@ class DeploySettings:
             value = node.try_get_context(key)
             return None if value in (None, "") else str(value)
 
-        def number(key: str) -> int:
+        def number(key: str) -> int | None:
             value = text(key)
             if value is None:
-                return cast(int, defaults[key].default)
+                return cast("int | None", defaults[key].default)
             try:
                 return int(value)
             except ValueError:
                 raise ValueError(f"context {key} must be an integer, got {value!r}") from None
 
-        def flag(key: str) -> bool:
+        def flag(key: str) -> bool | None:
             value = node.try_get_context(key)
             if value is None or value == "":
-                return cast(bool, defaults[key].default)
+                return cast("bool | None", defaults[key].default)
             if isinstance(value, bool):
                 return value
             lowered = str(value).strip().lower()
@@ -220,6 +242,9 @@ class DeploySettings:
                 return False
             raise ValueError(f"context {key} must be true or false, got {value!r}")
 
+        profile_name = text("profile") or "default"
+        if profile_name not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile_name!r}")
         oidc_values = {f: text(f"oidc_{f}") for f in OidcSettings.__dataclass_fields__}
         oidc = OidcSettings(**oidc_values) if all(oidc_values.values()) else None  # type: ignore[arg-type]
         return cls(
@@ -232,16 +257,18 @@ class DeploySettings:
             cognito_domain_prefix=text("cognito_domain_prefix"),
             oidc=oidc,
             vpc_cidr=text("vpc_cidr") or cls.vpc_cidr,
-            max_azs=number("max_azs"),
-            nat_gateways=number("nat_gateways"),
-            interface_endpoints=flag("interface_endpoints"),
-            db_instance_class=text("db_instance_class") or cls.db_instance_class,
-            db_multi_az=flag("db_multi_az"),
-            db_deletion_protection=flag("db_deletion_protection"),
-            db_backup_retention_days=number("db_backup_retention_days"),
-            log_retention_days=number("log_retention_days"),
-            batch_max_vcpus=number("batch_max_vcpus"),
-            athena_bytes_scanned_cutoff_gb=number("athena_bytes_scanned_cutoff_gb"),
+            max_azs=cast(int, number("max_azs")),
+            interface_endpoints=cast(bool, flag("interface_endpoints")),
+            db_deletion_protection=cast(bool, flag("db_deletion_protection")),
+            batch_max_vcpus=cast(int, number("batch_max_vcpus")),
+            athena_bytes_scanned_cutoff_gb=cast(int, number("athena_bytes_scanned_cutoff_gb")),
             glue_database=text("glue_database") or cls.glue_database,
             compute_launcher=cast(ComputeLauncher, text("compute_launcher") or "batch"),
+            profile=PROFILES[profile_name],
+            nat_gateways=number("nat_gateways"),
+            webserver_load_balancer=flag("webserver_load_balancer"),
+            db_instance_class=text("db_instance_class"),
+            db_multi_az=flag("db_multi_az"),
+            db_backup_retention_days=number("db_backup_retention_days"),
+            log_retention_days=number("log_retention_days"),
         )

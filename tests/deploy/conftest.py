@@ -87,11 +87,12 @@ def deploy_modules() -> dict[str, ModuleType]:
                 "stacks.data",
                 "stacks.platform",
                 "components.nag",
+                "idle_cost",
             )
         }
         yield modules
     for name in list(sys.modules):
-        if name == "app" or name.split(".")[0] in ("stacks", "components"):
+        if name in ("app", "idle_cost") or name.split(".")[0] in ("stacks", "components"):
             del sys.modules[name]
 
 
@@ -124,6 +125,16 @@ def synthesized(deploy_modules, tmp_path_factory) -> Synthesized:
     """The default deployment: internal webserver, image tag given."""
     return _synthesize(
         deploy_modules, {"image_tag": IMAGE_TAG}, tmp_path_factory.mktemp("cdk-default")
+    )
+
+
+@pytest.fixture(scope="session")
+def synthesized_lean(deploy_modules, tmp_path_factory) -> Synthesized:
+    """The lean profile (-c profile=lean), image tag given, so its services run."""
+    return _synthesize(
+        deploy_modules,
+        {"image_tag": IMAGE_TAG, "profile": "lean"},
+        tmp_path_factory.mktemp("cdk-lean"),
     )
 
 
