@@ -22,8 +22,6 @@ from .templates import (
 pytestmark = pytest.mark.deploy
 
 ENTRY = ["python", "-m", "data_platform.compute.entry"]
-# Set for a later change (queue-mode sensor): nothing reads it yet.
-NOT_READ_YET = {"PLATFORM_RAW_EVENTS_QUEUE_URL"}
 
 
 def _job(synth: Synthesized) -> dict:
@@ -67,7 +65,7 @@ def test_batch_job_and_ecs_step_task_run_the_one_entry_point(synthesized: Synthe
 def test_every_variable_set_is_read_and_every_one_needed_is_set(synthesized: Synthesized):
     read, needed = _code_reads()
     set_here = _set_variables(synthesized)
-    assert set_here - read == NOT_READ_YET
+    assert set_here - read == set()
     run = set(variables(containers(synthesized)["run"]))
     assert needed - run == set(), "definitions.py takes these as EnvVar; runs must have them"
     assert COMPUTE_VARIABLES <= needed
