@@ -55,7 +55,8 @@ class Env:
 
     def execute(self, req):
         job = self.defs.resolve_job_def(req.job_name)
-        tags = {k: v for k, v in req.tags.items() if k.startswith("dagster/asset_partition")}
+        tags = {k: v for k, v in req.tags.items()
+                if k.startswith(("dagster/asset_partition", "ecs/"))}
         return job.execute_in_process(instance=self.instance, run_config=req.run_config,
                                       tags=tags, partition_key=req.partition_key,
                                       raise_on_error=False)
@@ -114,7 +115,15 @@ def test_an_upload_is_launched_from_its_event_and_acknowledged_after_the_cursor(
     assert env.instance.get_dynamic_partitions("raw_orders") == ["a b.csv"]
     assert env.depth() >= 1  # received, not yet deleted: the cursor is not saved yet
     assert env.tick()[0] == [] and env.depth() == 0  # the cursor is saved: deleted now
-    assert env.execute(requests[0]).success
+    # Sized by its input: a few hundred bytes get the smallest task.
+    size = env.s3.head_object(Bucket="raw-bucket", Key="raw/orders/a b.csv")["ContentLength"]
+    assert requests[0].tags["platform/input_bytes"] == str(size)
+    assert (requests[0].tags["ecs/cpu"], requests[0].tags["ecs/memory"]) == ("256", "1024")
+    result = env.execute(requests[0])
+    assert result.success
+    (mat,) = [m for m in result.asset_materializations_for_node("table__orders")]
+    assert mat.metadata["estimated_cost_usd"].value > 0
+    assert mat.metadata["billed_seconds"].value >= 60  # Fargate's one-minute minimum
     from data_platform.resources import GlueCatalog
     table = GlueCatalog(database="platform", workgroup="platform").iceberg().load_table(
         ("platform", "orders"))

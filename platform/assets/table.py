@@ -8,6 +8,7 @@ Files that are not committed fail their partitions with the reason; the table ke
 good snapshot and the staged files stay inspectable.
 """
 
+import time
 
 import dagster as dg
 
@@ -17,6 +18,7 @@ from ..crashpoints import crash_point
 from ..monitor.drift import drift_outcome
 from ..resources.catalog import CatalogResource
 from ..resources.storage import StorageResource
+from ..sizing import FargatePrices, estimate_run_cost
 from ..tables.commit import CommitOutcome, StagedVersion, commit_versions, committed_files
 from ..tables.store import load_table, rejected_name
 from .keys import primary_key_conflicts
@@ -98,6 +100,23 @@ def _drift_result(context, contract: Contract, lake, ready: dict[str, st.Staging
         description=reason or None,
         metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
                   for k, v in meta.items()})
+
+
+def run_cost(context: dg.AssetExecutionContext) -> dict:
+    """The run's estimated cost up to its commit, for runs sized by the sensor (`ecs/cpu` and
+    `ecs/memory` tags, PLATFORM_ENV=aws): task vCPU and GB x seconds x the Fargate prices
+    (`PLATFORM_FARGATE_*`). Empty for runs without a task size (local runs)."""
+    tags = context.run.tags
+    if "ecs/cpu" not in tags or "ecs/memory" not in tags:
+        return {}
+    stats = context.instance.get_run_stats(context.run.run_id)
+    started = stats.start_time or stats.launch_time or time.time()
+    cost = estimate_run_cost(tags["ecs/cpu"], tags["ecs/memory"], time.time() - started,
+                             FargatePrices.from_env(),
+                             ephemeral_gib=int(tags.get("ecs/ephemeral_storage") or 0) or None)
+    return {"estimated_cost_usd": dg.MetadataValue.float(round(cost["total_usd"], 6)),
+            "task_size": f"{tags['ecs/cpu']} CPU units, {tags['ecs/memory']} MiB",
+            "billed_seconds": cost["billed_seconds"]}
 
 
 def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
@@ -210,6 +229,7 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             "table_rows": int(data_table.current_snapshot().summary.get("total-records") or 0)
             if data_table is not None and data_table.current_snapshot() else 0,
             "query": f"SELECT * FROM {ds} LIMIT 10",
+            **run_cost(context),
         }
         if contract.kind == "table":
             yield _drift_result(context, contract, lake, ready, data_out)

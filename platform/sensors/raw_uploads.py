@@ -48,8 +48,10 @@ from dagster._core.storage.tags import (
 from .. import staging as st
 from ..assets import DatasetDefs
 from ..resources.storage import ObjectInfo, StorageResource
+from ..sizing import RunSizing, ecs_tags, size_for
 from ..versions import versions_run_config
 from . import state as ss
+from .partitions import CACHE, existing
 from .events import EventQueue, latest_per_key, raw_relative
 from .healing import alive_versions, give_up, plan_healing
 from .planning import (
@@ -120,6 +122,8 @@ class Tick:
         self.events: list[dg.AssetMaterialization] = []
         self.notes: list[str] = []
         self.ignored: dict[str, list[str]] = {}
+        # Runs are sized by their input where a launcher honours it (ECS, PLATFORM_ENV=aws).
+        self.sizing = RunSizing.from_env() if os.environ.get("PLATFORM_ENV") == "aws" else None
 
     def ds_state(self, ds: str) -> dict:
         return self.state.setdefault("datasets", {}).setdefault(ds, {})
@@ -169,13 +173,17 @@ class Tick:
             self.run_requests.extend(heal_requests(ds, d.job.name, heal.again, order,
                                                    max(1, settings.max_files_per_run)))
 
-    def launch(self, ds: str, new: list[Version], changed: list[Version], known) -> None:
+    def launch(self, ds: str, new: list[Version], changed: list[Version]) -> None:
         """Runs for new keys (ranged, after adding their partitions) and changed keys (alone)."""
         d, s = self.datasets[ds], self.ds_state(ds)
+        # `known` may be a little stale (partitions.py): the keys launched are checked exactly.
+        exact = existing(self.instance, d.partitions.name, [v.key for v in new + changed])
+        new, changed = sorted([v for v in new + changed if v.key not in exact or v in new],
+                              key=lambda v: v.key), [v for v in changed if v.key in exact]
         inflight = s.setdefault("inflight", {})
         for v in new + changed:
             inflight[v.key] = [v.signature, v.seq, self.now_ns, 1, 0]
-        new_keys = [v.key for v in new if v.key not in known]
+        new_keys = [v.key for v in new if v.key not in exact]
         if new_keys:
             self.partition_requests.append(d.partitions.build_add_request(new_keys))
         for v in new + changed:
@@ -192,13 +200,23 @@ class Tick:
                 run_config=_run_config(ds, chunk),
                 tags={ASSET_PARTITION_RANGE_START_TAG: chunk[0].key,
                       ASSET_PARTITION_RANGE_END_TAG: chunk[-1].key,
-                      "platform/dataset": ds, "platform/files": str(len(chunk))}))
+                      "platform/dataset": ds, "platform/files": str(len(chunk)),
+                      **self.size_tags(chunk)}))
         for v in changed:
             self.run_requests.append(dg.RunRequest(
                 run_key=run_key(ds, [v]), job_name=d.job.name, partition_key=v.key,
                 run_config=_run_config(ds, [v]),
                 tags={"platform/dataset": ds, "platform/files": "1",
-                      "platform/reason": "new version"}))
+                      "platform/reason": "new version", **self.size_tags([v])}))
+
+    def size_tags(self, versions: list[Version]) -> dict[str, str]:
+        """The run's input size, and on AWS the task size for it (EcsRunLauncher reads the
+        `ecs/*` tags): a 2 KB file gets the smallest task, a 30 GB one a large one."""
+        total = sum(v.info.size for v in versions)
+        tags = {"platform/input_bytes": str(total)}
+        if self.sizing is not None:
+            tags.update(ecs_tags(size_for(total, self.sizing)))
+        return tags
 
     def warn_partitions(self, ds: str, count: int) -> None:
         if count >= self.settings.partition_warn_at:
@@ -221,9 +239,8 @@ def listing_tick(tick: Tick, last_tick_ns: int | None) -> None:
     known, demand = {}, {}
     for ds, d in tick.datasets.items():
         tick.heal(ds)
-        order = tick.instance.get_dynamic_partitions(d.partitions.name)
-        known[ds] = set(order)
-        tick.warn_partitions(ds, len(order))
+        known[ds] = CACHE.known(tick.instance, d.partitions.name)
+        tick.warn_partitions(ds, len(known[ds]))
         if by_dataset.get(ds):
             probe = plan_dataset(by_dataset[ds], tick.ds_state(ds), known[ds],
                                  now_ns=tick.now_ns, last_tick_ns=last_tick_ns,
@@ -239,12 +256,7 @@ def listing_tick(tick: Tick, last_tick_ns: int | None) -> None:
             tick.notes.append(f"{ds}: waiting for {len(plan.waiting)} file(s) to settle")
         if plan.deferred:
             tick.notes.append(f"{ds}: {plan.deferred} file(s) deferred to the next tick")
-        tick.launch(ds, plan.new, plan.changed, known[ds])
-
-
-def _known(instance: dg.DagsterInstance, partitions: str, keys) -> set[str]:
-    """Which of `keys` are partitions already, without loading every partition."""
-    return {k for k in keys if instance.has_dynamic_partition(partitions, k)}
+        tick.launch(ds, plan.new, plan.changed)
 
 
 def queue_tick(tick: Tick, queue: EventQueue, committed: dict) -> None:
@@ -278,10 +290,10 @@ def queue_tick(tick: Tick, queue: EventQueue, committed: dict) -> None:
             seen[rel] = (e.time_ns, None if info is None else dataclasses.replace(info, key=rel))
         handled = ss.handled_rows(tick.instance, ds, seen)
         inflight = tick.ds_state(ds).get("inflight") or {}
-        known = _known(tick.instance, d.partitions.name, seen)
+        known = existing(tick.instance, d.partitions.name, list(seen))
         new, changed, flush = plan_events(seen, handled, inflight, known)
         state.setdefault("flush", {}).setdefault(ds, {}).update(flush)
-        tick.launch(ds, new, changed, known)
+        tick.launch(ds, new, changed)
     reconcile(tick)
 
 
@@ -312,15 +324,14 @@ def reconcile(tick: Tick) -> None:
             continue
         d = tick.datasets[ds]
         take, deferred = versions[:shares.get(ds, 0)], deferred + len(versions) - shares.get(ds, 0)
-        order = tick.instance.get_dynamic_partitions(d.partitions.name)
-        known = set(order)
-        tick.warn_partitions(ds, len(order))
+        known = CACHE.known(tick.instance, d.partitions.name)
+        tick.warn_partitions(ds, len(known))
         flush = state.setdefault("flush", {}).setdefault(ds, {})
         flush.update({v.key: [v.signature, v.seq] for v in take})
         tick.context.log.info(f"{ds}: reconciliation found {len(versions)} file(s) no event "
                               f"announced; launching {len(take)}")
         tick.launch(ds, sorted([v for v in take if v.key not in known], key=lambda v: v.key),
-                    [v for v in take if v.key in known], known)
+                    [v for v in take if v.key in known])
     if deferred:
         tick.notes.append(f"reconciliation: {deferred} file(s) deferred to the next tick")
     else:
@@ -341,7 +352,8 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
     def raw_uploads_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
         settings = SensorSettings.from_env()
         gen, last_tick_ns = ss.parse_cursor(context.cursor)
-        committed = ss.load_state(context.instance, gen)
+        committed = ss.load_state(context.instance, gen) if gen is not None \
+            else ss.legacy_state(context.cursor)
         # The committed state's handled versions become rows now that its cursor is saved.
         ss.write_handled(context.instance, committed.get("flush") or {})
         state = json.loads(json.dumps({**committed, "flush": {}}))

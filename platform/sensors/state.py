@@ -16,8 +16,9 @@ SQLite locally) under two kinds of keys:
   facts: a tick lists the versions it handled in its blob (`flush`), and the *next* tick,
   seeing that blob's generation committed by the cursor, writes them as rows.
 
-A cursor of another format, or reset from the UI, starts from an empty state (the runs skip
-content already committed).
+A cursor of the previous format (v2, which held the state itself) is taken over; one of another
+format, or reset from the UI, starts from an empty state (the runs skip content already
+committed).
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def parse_cursor(cursor: str | None) -> tuple[int | None, int | None]:
 
 def make_cursor(gen: int, now_ns: int) -> str:
     return json.dumps({"v": CURSOR_VERSION, "gen": gen, "t": now_ns})
+
+
+def legacy_state(cursor: str | None) -> dict:
+    """The state a cursor of the previous format (v2) carried itself, as the new state: a
+    platform upgraded in place carries on where it was instead of seeing every file anew."""
+    try:
+        data = json.loads(cursor) if cursor else {}
+    except ValueError:
+        return {}
+    if isinstance(data, dict) and data.get("v") == 2 and isinstance(data.get("datasets"), dict):
+        return {"datasets": data["datasets"]}
+    return {}
 
 
 def load_state(instance: dg.DagsterInstance, gen: int | None) -> dict:
