@@ -220,6 +220,19 @@ def test_reconciliation_catches_a_lost_event_without_redoing_handled_files(env, 
     assert env.tick()[0] == []
 
 
+def test_a_reconciliation_pass_is_spread_over_ticks(env, monkeypatch):
+    monkeypatch.setenv("PLATFORM_SENSOR_RECONCILE_GRACE_SECONDS", "0")
+    monkeypatch.setenv("PLATFORM_SENSOR_RECONCILE_OBJECTS_PER_TICK", "2")
+    env.s3.put_bucket_notification_configuration(Bucket="raw-bucket",
+                                                  NotificationConfiguration={})
+    for i in range(5):
+        env.upload(f"orders/lost-{i}.csv", rows([i]))
+    per_tick = [launched(env.tick()[0]) for _ in range(4)]
+    assert per_tick == [["lost-0.csv", "lost-1.csv"], ["lost-2.csv", "lost-3.csv"],
+                        ["lost-4.csv"], []]
+    assert "after" not in sensor_state(env.instance, env.cursor)["reconcile"]
+
+
 def test_fair_shares_never_starve_a_small_dataset():
     assert fair_shares({"big": 10_000, "small": 1}, 1000) == {"big": 999, "small": 1}
     assert fair_shares({"a": 5, "b": 5}, 4) == {"a": 2, "b": 2}

@@ -105,12 +105,13 @@ class S3ObjectStore(ObjectStore):
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
         full = self._key(prefix)
         if full and not full.endswith("/"):
             full += "/"
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=full,
+        extra = {"StartAfter": self._key(start_after)} if start_after else {}
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=full, **extra,
                                    PaginationConfig={"PageSize": self.page_size})
         for page in pages:
             for obj in page.get("Contents", []):

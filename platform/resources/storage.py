@@ -42,8 +42,9 @@ class ObjectStore(abc.ABC):
         """Return the URL of `key` (or of the root), usable by DuckDB or a catalog."""
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Yield every object under `prefix`, in key order."""
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Yield every object under `prefix` (after the key `start_after`, if given), in key
+        order."""
 
     @abc.abstractmethod
     def stat(self, key: str) -> ObjectInfo | None:
@@ -165,7 +166,7 @@ class LocalObjectStore(ObjectStore):
     def uri(self, key: str = "") -> str:
         return str(self._path(key))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ObjectInfo]:
         base = self._path(prefix)
         if not base.exists():
             return
@@ -186,7 +187,8 @@ class LocalObjectStore(ObjectStore):
                     except FileNotFoundError:
                         continue  # deleted between scandir and stat
                     found.append(_local_info(Path(e.path).relative_to(self.root).as_posix(), st))
-        yield from sorted(found, key=lambda o: o.key)
+        yield from sorted((o for o in found if start_after is None or o.key > start_after),
+                          key=lambda o: o.key)
 
     def stat(self, key: str) -> ObjectInfo | None:
         p = self._path(key)

@@ -35,6 +35,7 @@ class SensorSettings:
     queue_visibility_seconds: int = 300
     reconcile_seconds: float = 86400.0
     reconcile_grace_seconds: float = 300.0
+    reconcile_objects_per_tick: int = 50_000
 
     @classmethod
     def from_env(cls) -> "SensorSettings":

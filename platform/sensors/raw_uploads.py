@@ -34,6 +34,7 @@ state lives in the instance's database, not in the cursor (state.py).
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -299,43 +300,60 @@ def queue_tick(tick: Tick, queue: EventQueue, committed: dict) -> None:
 
 def reconcile(tick: Tick) -> None:
     """Every `reconcile_seconds` (and at the first tick), list raw/ and launch what no event
-    announced; a backlog larger than the tick's budget continues at the next tick."""
+    announced. A pass reads at most `reconcile_objects_per_tick` objects and launches at most the
+    tick's remaining budget per tick, then goes on at the next tick from the key it reached, so
+    no tick grows with the bucket."""
     settings, state = tick.settings, tick.state
-    last = int((state.get("reconcile") or {}).get("last", 0))
-    if tick.now_ns - last < settings.reconcile_seconds * 1e9:
+    rec = dict(state.get("reconcile") or {})
+    after = rec.get("after")
+    if after is None and tick.now_ns - int(rec.get("last", 0)) < settings.reconcile_seconds * 1e9:
         return
-    before = tick.now_ns - int(settings.reconcile_grace_seconds * 1e9)
-    by_dataset = tick.split(tick.raw.list())
-    todo: dict[str, list[Version]] = {}
-    for ds, objects in by_dataset.items():
-        handled: dict[str, tuple[str, int]] = {}
-        for i in range(0, len(objects), 1000):
-            handled.update(ss.handled_rows(tick.instance, ds,
-                                           [o.key for o in objects[i:i + 1000]]))
-        pending = state.get("flush", {}).get(ds, {})
-        handled.update({k: (v[0], int(v[1])) for k, v in pending.items()})
-        todo[ds] = plan_reconcile(objects, handled, tick.ds_state(ds).get("inflight") or {},
-                                  before_ns=before)
-    shares = fair_shares({ds: len(v) for ds, v in todo.items()}, settings.max_files_per_tick
-                         - sum(int(r.tags.get("platform/files", 1)) for r in tick.run_requests))
-    deferred = 0
-    for ds, versions in todo.items():
-        if not versions:
-            continue
-        d = tick.datasets[ds]
-        take, deferred = versions[:shares.get(ds, 0)], deferred + len(versions) - shares.get(ds, 0)
-        known = CACHE.known(tick.instance, d.partitions.name)
-        tick.warn_partitions(ds, len(known))
-        flush = state.setdefault("flush", {}).setdefault(ds, {})
-        flush.update({v.key: [v.signature, v.seq] for v in take})
-        tick.context.log.info(f"{ds}: reconciliation found {len(versions)} file(s) no event "
-                              f"announced; launching {len(take)}")
-        tick.launch(ds, sorted([v for v in take if v.key not in known], key=lambda v: v.key),
-                    [v for v in take if v.key in known])
-    if deferred:
-        tick.notes.append(f"reconciliation: {deferred} file(s) deferred to the next tick")
+    started = int(rec.get("started") or tick.now_ns) if after is not None else tick.now_ns
+    before = started - int(settings.reconcile_grace_seconds * 1e9)
+    budget = settings.max_files_per_tick - sum(int(r.tags.get("platform/files", 1))
+                                               for r in tick.run_requests)
+    objects = tick.raw.list(start_after=after)
+    scanned, reached, found = 0, after, 0
+    done = True
+    while True:
+        page = list(itertools.islice(objects, min(1000, settings.reconcile_objects_per_tick)))
+        if not page:
+            break
+        scanned += len(page)
+        by_dataset = tick.split(page)
+        todo: list[tuple[str, Version]] = []
+        for ds, listed in by_dataset.items():
+            handled = ss.handled_rows(tick.instance, ds, [o.key for o in listed])
+            pending = state.get("flush", {}).get(ds, {})
+            handled.update({k: (v[0], int(v[1])) for k, v in pending.items()})
+            todo += [(ds, v) for v in plan_reconcile(
+                listed, handled, tick.ds_state(ds).get("inflight") or {}, before_ns=before)]
+        todo.sort(key=lambda t: f"{t[0]}/{t[1].key}")
+        reached = page[-1].key
+        if len(todo) > budget:  # stop at the last file launched; the rest of the page next tick
+            todo, done = todo[:max(0, budget)], False
+            reached = f"{todo[-1][0]}/{todo[-1][1].key}" if todo else after
+        found += len(todo)
+        budget -= len(todo)
+        for ds in sorted({t[0] for t in todo}):
+            versions = [v for d, v in todo if d == ds]
+            known = existing(tick.instance, tick.datasets[ds].partitions.name,
+                             [v.key for v in versions])
+            state.setdefault("flush", {}).setdefault(ds, {}).update(
+                {v.key: [v.signature, v.seq] for v in versions})
+            tick.launch(ds, [v for v in versions if v.key not in known],
+                        [v for v in versions if v.key in known])
+        if not done or scanned >= settings.reconcile_objects_per_tick:
+            done = False
+            break
+    if found:
+        tick.context.log.info(f"reconciliation: launching {found} file(s) no event announced")
+    if done:
+        state["reconcile"] = {"last": started}
     else:
-        state["reconcile"] = {"last": tick.now_ns}
+        state["reconcile"] = {"last": int(rec.get("last", 0)), "after": reached,
+                              "started": started}
+        tick.notes.append(f"reconciliation continues after {reached!r}")
 
 
 def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDefinition:
