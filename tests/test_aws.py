@@ -18,6 +18,7 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 from data_platform.assets.clean import effective_contract
+from data_platform.cli import main
 from data_platform.contracts import CONTRACTS_DIR, load_contract, parse_contract
 from data_platform.operating.checks import committed_checks
 from data_platform.definitions import build_definitions
@@ -158,7 +159,7 @@ def refuse_athena(monkeypatch):
         monkeypatch.setattr(GlueCatalog, name, refuse)
 
 
-def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws, monkeypatch):
+def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws, monkeypatch, capsys):
     """Also: neither the run (assets and their checks) nor the committed-snapshot checks
     touch Athena."""
     _, s3 = aws
@@ -200,6 +201,14 @@ def test_first_ingest_creates_iceberg_tables_in_glue_and_commits(aws, monkeypatc
     results = {r.name: r for r in committed_checks(contract, table(), table("orders_rejected"),
                                                    lake)}
     assert results["rows_reconcile"].passed and results["primary_key_unique"].passed
+    # The operating commands read the same zones with PLATFORM_ENV=aws (no DAGSTER_HOME).
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["check", "orders", "--json"]) == 0
+    checked = {r["check"]: r for r in json.loads(capsys.readouterr().out)}
+    assert checked["rows_reconcile"]["passed"] and checked["rows_reconcile"]["detail"] == "files=2"
+    assert main(["status", "--json"]) == 0
+    (orders,) = [r for r in json.loads(capsys.readouterr().out) if r["dataset"] == "orders"]
+    assert orders["committed"] == 2
     # Nothing reached Athena by another route (a client of its own) either.
     assert boto3.client("athena", region_name=REGION).list_query_executions(
         WorkGroup="platform")["QueryExecutionIds"] == []

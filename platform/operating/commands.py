@@ -102,21 +102,34 @@ def _cmd_backfill(args) -> int:
 CHECK_FIELDS = ("asset", "check", "severity", "passed", "detail", "source")
 
 
+def platform_resources():
+    """The storage and catalog resources of PLATFORM_ENV (local folders and DuckDB, or S3 and
+    Glue with the deploy's variables), configured as the runs see them."""
+    import os
+
+    import dagster as dg
+
+    from ..definitions import resources_for
+
+    res = resources_for(os.environ.get("PLATFORM_ENV", "local"))
+    # Neither resource holds anything open: they stay usable once built.
+    with dg.build_resources({"storage": res["storage"], "catalog": res["catalog"]}) as built:
+        return built.storage, built.catalog
+
+
 def check_rows(names: list[str] | None = None) -> list[dict]:
     """Run the table-level checks of the datasets (all by default) and read the latest check
     results from the local instance if there is one; one dict per check (CHECK_FIELDS).
     Raises OperatingError for an unknown dataset."""
     from ..assets.clean import effective_contract
     from ..cleaning import CleanError
-    from ..resources.catalog import DuckDBCatalog
-    from ..resources.storage import LocalStorage
     from ..tables.store import load_table, rejected_name
     from .checks import committed_checks, monitoring_checks
     from .state import dataset_state
 
     contracts = _contracts(names)
-    catalog, lake = DuckDBCatalog(), LocalStorage().lake()
-    ice = catalog.iceberg()
+    storage, catalog = platform_resources()
+    lake, ice = storage.lake(), catalog.iceberg()
     source = _source(None, required=False)
     rows = []
     for ds, contract in contracts.items():
@@ -167,14 +180,12 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from ..resources.catalog import DuckDBCatalog
-    from ..resources.storage import LocalStorage
     from ..tables.store import load_table, rejected_name
     from .state import dataset_state
     from .status import dataset_status, render
 
     contracts = _contracts(None)
-    storage, catalog = LocalStorage(), DuckDBCatalog()
+    storage, catalog = platform_resources()
     ice = catalog.iceberg()
     source = _source(args.url, required=False)
     rows = []
