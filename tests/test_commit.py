@@ -234,3 +234,34 @@ def test_breaking_schema_change_fails_and_changes_nothing(data_dir, instance, ch
     assert "breaking schema change" in errors and named in errors, errors
     assert orders_table().metadata_location == metadata_before
     assert q("SELECT count(*) FROM orders") == [(3,)]
+
+
+def test_a_new_local_catalog_created_by_runs_at_once(tmp_path, monkeypatch):
+    """Runs starting together on a new SQLite catalog race to create its tables: SQLAlchemy
+    checks, then creates, so the losers get "table ... already exists" (seen in CI with four
+    runs). The race itself is too narrow to provoke on purpose: the loser's error is injected
+    into the real SqlCatalog once; opening the catalog looks again and succeeds, and other
+    errors still surface."""
+    import sqlalchemy.exc
+    from data_platform.resources import DuckDBCatalog
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    real, calls = SqlCatalog.__init__, []
+
+    def racing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError(
+                "CREATE TABLE iceberg_tables", {}, Exception("table iceberg_tables already exists"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlCatalog, "__init__", racing)
+    catalog = DuckDBCatalog(iceberg_uri=f"sqlite:///{tmp_path / 'iceberg.db'}")
+    assert catalog.iceberg().list_namespaces() == [] and len(calls) == 2
+
+    def broken(self, *args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(SqlCatalog, "__init__", broken)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="disk I/O error"):
+        catalog.iceberg()

@@ -233,6 +233,35 @@ def test_a_reconciliation_pass_is_spread_over_ticks(env, monkeypatch):
     assert "after" not in sensor_state(env.instance, env.cursor)["reconcile"]
 
 
+def test_a_burst_does_not_make_another_datasets_single_file_wait(env, monkeypatch):
+    """10,000 uploads to orders, then one to penguins: the first tick reads every event into
+    the backlog and launches the penguins file with 999 orders files; the rest drain from the
+    backlog. Objects are put through moto's in-process backend (which sends the notifications
+    as for any put) because 10,000 HTTP puts take minutes here; runs are not recorded (see
+    test_sensor_fairness.py)."""
+    from moto.s3.models import s3_backends
+
+    monkeypatch.setenv("PLATFORM_SENSOR_QUEUE_RECEIVE_PER_TICK", "20000")
+    monkeypatch.setenv("PLATFORM_SENSOR_QUEUE_VISIBILITY_SECONDS", "600")
+    backend = s3_backends["123456789012"]["aws"]
+    for i in range(10_000):
+        backend.put_object("raw-bucket", f"raw/orders/burst/{i:05d}.csv", b"x")
+    backend.put_object("raw-bucket", "raw/penguins/one.csv", b"studyName\nPAL0708\n")
+
+    def files(requests, ds):
+        return sum(int(r.tags["platform/files"]) for r in requests
+                   if r.tags["platform/dataset"] == ds)
+
+    requests, skip, cursor = tick(env.defs, env.instance, None, submit=False)
+    assert (files(requests, "penguins"), files(requests, "orders")) == (1, 999)
+    assert len(sensor_state(env.instance, cursor)["backlog"]["orders"]) == 9001
+    total = 999
+    for _ in range(11):
+        requests, skip, cursor = tick(env.defs, env.instance, cursor, submit=False)
+        total += files(requests, "orders")
+    assert total == 10_000 and "backlog" not in json.dumps(skip or "")
+
+
 def test_fair_shares_never_starve_a_small_dataset():
     assert fair_shares({"big": 10_000, "small": 1}, 1000) == {"big": 999, "small": 1}
     assert fair_shares({"a": 5, "b": 5}, 4) == {"a": 2, "b": 2}

@@ -20,11 +20,13 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import sqlalchemy.exc
 from pydantic import Field
 from pyiceberg.catalog import Catalog
 
@@ -89,7 +91,16 @@ class DuckDBCatalog(CatalogResource):
         if not uri:
             data_dir().mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{data_dir() / 'iceberg.db'}"
-        return SqlCatalog("platform", uri=uri, init_catalog_tables="true")
+        # Runs that start at once on a new catalog all create its tables: SQLAlchemy checks,
+        # then creates, so all but one find the tables there already. Looking again succeeds.
+        for attempt in range(5):
+            try:
+                return SqlCatalog("platform", uri=uri, init_catalog_tables="true")
+            except sqlalchemy.exc.OperationalError as e:
+                if "already exists" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -171,12 +171,3 @@ def raw_relative(event: ObjectEvent, raw_url: str) -> str | None:
         return event.key
     head = prefix + "/"
     return event.key[len(head):] if event.key.startswith(head) else None
-
-
-def latest_per_key(events: list[tuple[str, ObjectEvent]]) -> dict[str, ObjectEvent]:
-    """{relative key: its newest event} (sequencer order; duplicates collapse)."""
-    out: dict[str, ObjectEvent] = {}
-    for rel, e in events:
-        if rel not in out or e.order() > out[rel].order():
-            out[rel] = e
-    return out

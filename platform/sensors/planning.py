@@ -33,6 +33,8 @@ class SensorSettings:
     # (acknowledged by the next tick); a reconciliation listing this often, of objects older
     # than the grace (younger ones are their events' business).
     queue_visibility_seconds: int = 300
+    queue_receive_per_tick: int = 2000
+    queue_backlog_max: int = 50_000
     reconcile_seconds: float = 86400.0
     reconcile_grace_seconds: float = 300.0
     reconcile_objects_per_tick: int = 50_000

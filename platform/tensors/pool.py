@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -85,14 +84,26 @@ def _portable(source: Source) -> Source:
     return source
 
 
+def _os_threads() -> int:
+    """Threads of this process as the kernel sees them: Python's and native ones (Arrow's pools
+    and jemalloc's background thread once Parquet was read, OpenBLAS's), which `threading`
+    does not count."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # no /proc: assume threads, never fork
+
+
 def _context():
-    """fork when this process has a single thread (a Pipes subprocess, a batch job, the bench):
-    cheap and safe. Otherwise forkserver with the decoder preloaded, because a forked child of a
-    threaded process (a Dagster run, a test runner) can inherit locks held mid-operation; not
-    spawn, because each spawned worker imports numpy and Pillow from scratch (about a second
-    for two workers here, as long as a small job)."""
+    """fork when this process has no other thread at all, native ones included: cheap and
+    safe. Otherwise forkserver with the decoder preloaded: a forked child of a threaded process
+    inherits locks held mid-operation and thread objects without their threads (a Pipes step
+    that had read Parquet, so Arrow's threads ran, and forked its decode workers aborted with
+    SIGABRT, "terminate called without an active exception", now and then). Not spawn, because
+    each spawned worker imports numpy and Pillow from scratch (about a second for two workers
+    here, as long as a small job)."""
     methods = multiprocessing.get_all_start_methods()
-    if threading.active_count() == 1 and "fork" in methods:
+    if _os_threads() == 1 and "fork" in methods:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
