@@ -16,8 +16,11 @@ it, a Glue database. For each prefix size and each mode it starts from an empty 
    once their runs are requested) and the first tick runs the reconciliation listing;
 3. uploads 0, 10, 1,000 new objects with boto3 (queue mode gets real notifications) and times
    the ticks that handle them: listing mode needs two (one sees, one launches once settled;
-   PLATFORM_SENSOR_SETTLE_SECONDS=0), queue mode launches at once and acknowledges the
-   messages at the next tick.
+   PLATFORM_SENSOR_SETTLE_SECONDS=0), queue mode launches at once (over more ticks when a
+   tick's 20 s receive budget runs out first: moto's ReceiveMessage takes about a second per
+   call with 1,000 messages queued, real SQS tens of milliseconds) and acknowledges the
+   messages at the next tick. Queue-mode scenarios of up to 10 objects run `--repeat` times
+   (median); listing mode's ticks are long and run once.
 
 Ticks are evaluated as the daemon does (tests/helpers.tick: partitions added, run keys
 deduplicated, runs recorded) on an on-disk SQLite instance in a temp DAGSTER_HOME. S3 and SQS
@@ -31,14 +34,12 @@ Last line, exactly: `queue_tick_s=<largest prefix, 10 new> queue_growth=<largest
 prefix> listing_tick_s=<largest prefix, 10 new>` (the launching tick in both modes; without
 10 in --new, the smallest non-zero count).
 Usage: python bench/sensor_scale.py [--quick] [--sizes 1000,100000] [--new 0,10,1000]
-       [--land | --no-land] [--workdir DIR]
+       [--repeat 3] [--land | --no-land] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -47,166 +48,20 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
+import warnings
 from pathlib import Path
 
-import boto3
-import botocore.client
 import dagster as dg
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.s3.models import s3_backends
-from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/helpers: the daemon's way of applying a tick
 
 from data_platform.definitions import build_definitions  # noqa: E402
-from data_platform.resources.s3 import _info  # noqa: E402
 from data_platform.sensors import state as ss  # noqa: E402
-from tests.helpers import free_port, tick  # noqa: E402
+from scale_stack import Calls, Stack, csv_body, put_rate  # noqa: E402
+from tests.helpers import tick  # noqa: E402
 
-REGION = "eu-west-1"
 SAMPLE = REPO / "samples" / "raw" / "orders" / "2026-11-20.csv"
-HEADER = "Order ID,Customer,Amount,Currency,Ordered At,Order Date,Gift?\n"
-HISTORY_DAYS = 30
-
-
-class Calls:
-    """S3 and SQS API calls by (service, operation), counted around botocore's dispatch, and
-    the seconds spent in the sensor's own evaluation (the rest of a tick is the daemon's:
-    adding partitions, deduplicating run keys, recording runs)."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-        self.eval_s = 0.0
-        original = botocore.client.BaseClient._make_api_call
-        evaluate = dg.SensorDefinition.evaluate_tick
-        calls = self
-
-        def counted(client, operation_name, api_params):
-            calls.counts[(client.meta.service_model.service_name, operation_name)] += 1
-            return original(client, operation_name, api_params)
-
-        def timed(sensor, context):
-            t0 = time.perf_counter()
-            try:
-                return evaluate(sensor, context)
-            finally:
-                calls.eval_s += time.perf_counter() - t0
-
-        botocore.client.BaseClient._make_api_call = counted
-        dg.SensorDefinition.evaluate_tick = timed
-
-    @contextlib.contextmanager
-    def measure(self):
-        self.counts.clear()
-        self.eval_s = 0.0
-        out: dict = {}
-        t0 = time.perf_counter()
-        yield out
-        out["s"] = time.perf_counter() - t0
-        out["eval"] = self.eval_s
-        out["calls"] = dict(self.counts)
-
-
-def csv_body(i: int) -> bytes:
-    return (HEADER + f"{i},c{i},2.50,EUR,2026-11-20T10:00:00+00:00,2026-11-20,false\n").encode()
-
-
-class Stack:
-    """moto's server and a fresh account per scenario, with the PLATFORM_* variables set."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        os.environ.update({
-            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION, "PLATFORM_ENV": "aws",
-            "PLATFORM_RAW_URL": "s3://raw-bucket/raw", "PLATFORM_LAKE_URL": "s3://lake-bucket/lake",
-            "PLATFORM_GLUE_DATABASE": "platform", "PLATFORM_ATHENA_WORKGROUP": "platform",
-            "PLATFORM_ATHENA_OUTPUT_URL": "s3://lake-bucket/athena-results/",
-            "PLATFORM_SCRATCH_DIR": str(workdir / "scratch"),
-            "PLATFORM_SENSOR_SETTLE_SECONDS": "0",
-            # Runs are recorded, never executed: healing must not ask for them again meanwhile.
-            "PLATFORM_SENSOR_HEAL_AFTER_SECONDS": str(10**9),
-        })
-        (workdir / "scratch").mkdir(parents=True, exist_ok=True)
-        self.s3 = boto3.client("s3", region_name=REGION)
-        self.sqs = boto3.client("sqs", region_name=REGION)
-        self.n = 0
-
-    def stop(self):
-        self.server.stop()
-
-    def fresh(self, mode: str, size: int) -> "Scenario":
-        """An empty account holding `size` old orders objects (and 5 penguins), notifications
-        on, and a new on-disk instance; the sensor in `mode`."""
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset",
-                                                      method="POST"), timeout=30)
-        for bucket in ("raw-bucket", "lake-bucket"):
-            self.s3.create_bucket(Bucket=bucket,
-                                  CreateBucketConfiguration={"LocationConstraint": REGION})
-        boto3.client("glue", region_name=REGION).create_database(
-            DatabaseInput={"Name": "platform"})
-        history = populate("raw-bucket", {"orders": size, "penguins": 5})
-        dlq = self.sqs.create_queue(QueueName="raw-events-dlq")["QueueUrl"]
-        queue = self.sqs.create_queue(QueueName="raw-events", Attributes={
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": self.arn(dlq),
-                                         "maxReceiveCount": "5"})})["QueueUrl"]
-        self.s3.put_bucket_notification_configuration(
-            Bucket="raw-bucket", NotificationConfiguration={"QueueConfigurations": [{
-                "QueueArn": self.arn(queue),
-                "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
-                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "raw/"}]}}}]})
-        if mode == "queue":
-            os.environ["PLATFORM_RAW_EVENTS_QUEUE_URL"] = queue
-        else:
-            os.environ.pop("PLATFORM_RAW_EVENTS_QUEUE_URL", None)
-        self.n += 1
-        home = self.workdir / f"dagster_home_{self.n}"
-        home.mkdir()
-        (home / "dagster.yaml").write_text("")
-        os.environ["DAGSTER_HOME"] = str(home)
-        return Scenario(self, mode, size, history, dg.DagsterInstance.from_config(str(home)))
-
-    def arn(self, url: str) -> str:
-        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
-
-
-def populate(bucket: str, counts: dict[str, int]) -> dict[str, dict[str, list]]:
-    """Write old objects straight into moto's S3 backend (no notifications); returns
-    {dataset: {key: [signature, seq]}} as the sensor would record them once handled."""
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(
-        days=HISTORY_DAYS)
-    out: dict[str, dict[str, list]] = {}
-    for ds, n in counts.items():
-        rows = out.setdefault(ds, {})
-        step = (HISTORY_DAYS - 1) * 86400 / max(1, n)
-        for i in range(n):
-            # Nested folders, as a date-partitioned upload layout would have.
-            rel = f"{2026 - i % 3}/{i % 12 + 1:02d}/part-{i:07d}.csv"
-            key = backend.put_object(bucket, f"raw/{ds}/{rel}", csv_body(i),
-                                     disable_notification=True)
-            when = start + dt.timedelta(seconds=int(i * step))
-            key.last_modified = when.replace(tzinfo=None)  # moto keeps naive UTC times
-            info = _info(rel, key.size, when, key.etag)
-            rows[rel] = [info.signature, info.changed_ns]
-    return out
-
-
-def put_rate(s3, n: int = 200) -> float:
-    """Objects per second through boto3 put_object (one client, one thread)."""
-    t0 = time.perf_counter()
-    for i in range(n):
-        s3.put_object(Bucket="raw-bucket", Key=f"probe/{i}.csv", Body=csv_body(i))
-    return n / (time.perf_counter() - t0)
 
 
 class Scenario:
@@ -253,14 +108,24 @@ class Scenario:
                 print(f"WARNING: reconciliation launched {m['files']} history file(s)")
 
     def scenario(self, calls: Calls, new: int, tag: str) -> None:
-        """Upload `new` objects with boto3 and tick twice: listing mode sees them, then
-        launches them; queue mode launches them, then acknowledges their messages."""
+        """Upload `new` objects with boto3 and tick: listing mode sees them, then launches
+        them; queue mode launches them (over more ticks when a tick's receive budget runs
+        out first), then acknowledges their messages."""
         for i in range(new):
             self.stack.s3.put_object(Bucket="raw-bucket", Key=f"raw/orders/new/{tag}-{i:05d}.csv",
                                      Body=csv_body(i))
-        labels = ("seen", "launched") if self.mode == "listing" else ("launched", "acknowledged")
-        got = {label: self.tick(calls, label, new)["files"] for label in labels}
-        if got != {label: new if label == "launched" else 0 for label in labels}:
+        if self.mode == "listing":
+            got = {label: self.tick(calls, label, new)["files"] for label in ("seen", "launched")}
+            ok = got == {"seen": 0, "launched": new}
+        else:
+            got = {"launched": self.tick(calls, "launched", new)["files"]}
+            for _ in range(30):
+                if got["launched"] >= new:
+                    break
+                got["launched"] += self.tick(calls, "launched (continued)", new)["files"]
+            got["acknowledged"] = self.tick(calls, "acknowledged", new)["files"]
+            ok = got == {"launched": new, "acknowledged": 0}
+        if not ok:
             print(f"WARNING: {self.mode}, {self.size} objects, {new} new: files launched {got}")
 
 
@@ -320,11 +185,13 @@ SQS_OPS = {"ReceiveMessage": "recv", "DeleteMessageBatch": "del"}
 
 
 def print_table(mode: str, rows: list[dict]) -> None:
-    """One line per (prefix, new, tick): the median over repeats (calls of the median tick)."""
+    """One line per (prefix, new, tick): the median over its ticks (calls of the median one)."""
     print(f"\n{mode} mode{' (PLATFORM_RAW_EVENTS_QUEUE_URL set)' if mode == 'queue' else ''}"
-          ": tick = sensor evaluation + the daemon's part (partitions, run-key dedup, runs)")
-    head = (f"{'prefix':>8} {'new':>5} {'tick':<27} {'n':>2} {'tick s':>7} {'sensor s':>8} "
-            f"{'S3 LIST/HEAD/GET':>17} {'SQS recv/del':>13} {'runs':>5} {'files':>7}")
+          ": tick = sensor evaluation + the daemon's part (partitions, run-key dedup, runs);"
+          " S3 s, SQS s = inside those calls (server included)")
+    head = (f"{'prefix':>7} {'new':>5} {'tick':<27} {'n':>2} {'tick s':>7} {'sensor s':>8} "
+            f"{'S3 s':>6} {'SQS s':>6} {'S3 LIST/HEAD/GET':>17} {'SQS recv/del':>13} "
+            f"{'runs':>5} {'files':>6}")
     print(head)
     print("-" * len(head))
     groups: dict[tuple, list[dict]] = {}
@@ -332,14 +199,17 @@ def print_table(mode: str, rows: list[dict]) -> None:
         groups.setdefault((r["size"], r["new"], r["label"]), []).append(r)
     for (size, new, label), group in groups.items():
         r = sorted(group, key=lambda r: r["s"])[len(group) // 2]
-        print(f"{size:>8} {new!s:>5} {label:<27} {len(group):>2} {r['s']:>7.2f} "
-              f"{r['eval']:>8.2f} {fmt_calls(r['calls'], 's3', S3_OPS):>17} "
-              f"{fmt_calls(r['calls'], 'sqs', SQS_OPS):>13} {r['runs']:>5} {r['files']:>7}")
+        print(f"{size:>7} {new!s:>5} {label:<27} {len(group):>2} {r['s']:>7.2f} "
+              f"{r['eval']:>8.2f} {r['s3_s']:>6.2f} {r['sqs_s']:>6.2f} "
+              f"{fmt_calls(r['calls'], 's3', S3_OPS):>17} "
+              f"{fmt_calls(r['calls'], 'sqs', SQS_OPS):>13} {r['runs']:>5} {r['files']:>6}")
 
 
-def pick(rows: list[dict], size: int, new: int, label: str) -> float:
-    """The median tick seconds of one scenario (nan if it did not run)."""
-    found = [r["s"] for r in rows if r["size"] == size and r["new"] == new and r["label"] == label]
+def pick(rows: list[dict], size: int, new: int, label: str, field: str = "s") -> float:
+    """The median seconds (`s`: whole tick, `eval`: the sensor's evaluation) of one scenario's
+    tick (nan if it did not run)."""
+    found = [r[field] for r in rows
+             if r["size"] == size and r["new"] == new and r["label"] == label]
     return statistics.median(found) if found else float("nan")
 
 
@@ -352,11 +222,13 @@ def main() -> None:
     ap.add_argument("--land", action="store_true", help="only the upload-to-table demo")
     ap.add_argument("--no-land", action="store_true", help="skip the upload-to-table demo")
     ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of each queue-mode scenario (median reported); listing mode's "
-                         "ticks are long and run once")
+                    help="runs of each queue-mode scenario of at most 10 new objects (short, "
+                         "noisy ticks; the median is reported); the others run once")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    for category in (dg.BetaWarning, dg.PreviewWarning):  # once per definitions load
+        warnings.filterwarnings("ignore", category=category)
     sizes = sorted(int(s) for s in ("1000,10000" if args.quick else args.sizes).split(","))
     news = [int(n) for n in args.new.split(",")]
     modes = ["queue"] if args.land else args.modes.split(",")
@@ -372,7 +244,7 @@ def main() -> None:
         for size in sizes if not args.land else sizes[-1:]:
             for mode in modes:
                 t0 = time.perf_counter()
-                sc = stack.fresh(mode, size)
+                sc = Scenario(stack, mode, size, *stack.fresh(mode, size))
                 print(f"\n[{mode}, {size} objects] populated in {time.perf_counter() - t0:.1f} s "
                       f"(moto's backend, no notifications)")
                 if size == sizes[0] and mode == modes[0]:
@@ -381,12 +253,13 @@ def main() -> None:
                           f"would take {sizes[-1] / rate:.0f} s")
                 sc.steady(calls)
                 if not args.land:
-                    repeat = max(1, args.repeat) if mode == "queue" else 1
                     for new in news:
+                        repeat = max(1, args.repeat) if mode == "queue" and new <= 10 else 1
                         for rep in range(repeat):
+                            before = len(sc.rows)
                             sc.scenario(calls, new, f"n{new}r{rep}")
                             print(f"  {new} new: " + ", ".join(
-                                f"{r['label']} {r['s']:.2f} s" for r in sc.rows[-2:]))
+                                f"{r['label']} {r['s']:.2f} s" for r in sc.rows[before:]))
                 if mode == "queue" and size == sizes[-1] and (args.land or not args.no_land):
                     landed = land(sc, calls)
                 rows[mode].extend(r for r in sc.rows if not r["label"].startswith("land"))
@@ -407,13 +280,16 @@ def main() -> None:
         return
     ref = 10 if 10 in news else min([n for n in news if n] or [0])
     big, small = sizes[-1], sizes[0]
-    q_big = pick(rows.get("queue", []), big, ref, "launched")
-    q_small = pick(rows.get("queue", []), small, ref, "launched")
-    listing = pick(rows.get("listing", []), big, ref, "launched")
-    print(f"\nqueue tick with {ref} new: {q_small:.2f} s at {small} objects, {q_big:.2f} s at "
-          f"{big}; listing tick (launching {ref} new) at {big} objects: {listing:.2f} s")
-    print(f"queue_tick_s={q_big:.3f} queue_growth={q_big / q_small:.2f} "
-          f"listing_tick_s={listing:.3f}")
+    queue, listing = rows.get("queue", []), rows.get("listing", [])
+    q = {(size, f): pick(queue, size, ref, "launched", f) for size in (small, big)
+         for f in ("s", "eval")}
+    listing_s = pick(listing, big, ref, "launched")
+    print(f"\nqueue tick launching {ref} new: {q[small, 's']:.2f} s at {small} objects, "
+          f"{q[big, 's']:.2f} s at {big} (sensor evaluation alone {q[small, 'eval']:.2f} s and "
+          f"{q[big, 'eval']:.2f} s: x{q[big, 'eval'] / q[small, 'eval']:.2f}); listing tick "
+          f"launching {ref} new at {big} objects: {listing_s:.2f} s")
+    print(f"queue_tick_s={q[big, 's']:.3f} queue_growth={q[big, 's'] / q[small, 's']:.2f} "
+          f"listing_tick_s={listing_s:.3f}")
 
 
 if __name__ == "__main__":
