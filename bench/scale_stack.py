@@ -79,6 +79,7 @@ class Calls:
 
 
 def csv_body(i: int) -> bytes:
+    """A one-row orders CSV (valid against the contract; the bench's ticks never read it)."""
     return (HEADER + f"{i},c{i},2.50,EUR,2026-11-20T10:00:00+00:00,2026-11-20,false\n").encode()
 
 
