@@ -1,4 +1,5 @@
-"""The benchmark script still runs end to end (every side, a few MB) and reports correctness.
+"""The benchmark scripts still run end to end (every side, a few MB or a few hundred objects)
+and report correctness.
 
 Asserts the output format and the correctness fields only, never timings.
 """
@@ -37,3 +38,26 @@ def test_bench_quick_small(tmp_path):
     assert "keeps" in rows["3b polars scan_csv -> sink_parquet"] \
         or "FAILED" in rows["3b polars scan_csv -> sink_parquet"]
     assert "phases of the ingest job run" in out
+
+
+SCALE = Path(__file__).resolve().parents[1] / "bench" / "sensor_scale.py"
+SCALE_LAST = re.compile(r"queue_tick_s=(\d+\.\d+) queue_growth=(\d+\.\d+) "
+                        r"listing_tick_s=(\d+\.\d+)")
+
+
+def test_sensor_scale_bench_tiny(tmp_path):
+    """The sensor-scale bench completes on tiny prefixes in both modes, lands the sample CSV
+    in the table through queue mode, and ends with its summary line (numbers not judged)."""
+    proc = subprocess.run(
+        [sys.executable, str(SCALE), "--sizes", "50,200", "--new", "0,3", "--repeat", "1",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    lines = out.strip().splitlines()
+    assert SCALE_LAST.fullmatch(lines[-1]), lines[-1]
+    assert not [w for w in lines if w.startswith("WARNING")], out
+    assert "listing mode" in out and "queue mode" in out
+    landed = next(line for line in lines if line.startswith("land:"))
+    assert "run succeeded" in landed, landed
+    assert int(re.search(r"(\d+) rows in the table", landed).group(1)) > 0, landed

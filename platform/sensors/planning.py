@@ -37,7 +37,7 @@ class SensorSettings:
     queue_backlog_max: int = 50_000
     reconcile_seconds: float = 86400.0
     reconcile_grace_seconds: float = 300.0
-    reconcile_objects_per_tick: int = 50_000
+    reconcile_objects_per_tick: int = 20_000
 
     @classmethod
     def from_env(cls) -> "SensorSettings":
