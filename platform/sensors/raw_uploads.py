@@ -51,6 +51,7 @@ from .tick import Tick, heal_requests
 
 QUEUE_URL_VAR = "PLATFORM_RAW_EVENTS_QUEUE_URL"
 UNLIMITED = 10**12
+_QUEUES: dict[str, EventQueue] = {}
 
 __all__ = ["build_raw_uploads_sensor", "SensorSettings", "ignored_reason", "run_key",
            "heal_requests", "plan_dataset", "QUEUE_URL_VAR"]
@@ -106,7 +107,9 @@ def build_raw_uploads_sensor(datasets: Mapping[str, DatasetDefs]) -> dg.SensorDe
         tick = Tick(context, datasets, settings, storage, state, time.time_ns())
         queue_url = os.environ.get(QUEUE_URL_VAR)
         if queue_url:
-            queue_tick(tick, EventQueue(queue_url), committed)
+            if queue_url not in _QUEUES:  # one client per process: building one costs ~0.1 s
+                _QUEUES[queue_url] = EventQueue(queue_url)
+            queue_tick(tick, _QUEUES[queue_url], committed)
         else:
             listing_tick(tick, last_tick_ns)
         new_gen = ss.save_state(context.instance, gen, committed, state)
