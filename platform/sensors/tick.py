@@ -129,8 +129,10 @@ class Tick:
         d, s = self.datasets[ds], self.ds_state(ds)
         # `known` may be a little stale (partitions.py): the keys launched are checked exactly.
         exact = existing(self.instance, d.partitions.name, [v.key for v in new + changed])
-        new, changed = sorted([v for v in new + changed if v.key not in exact or v in new],
-                              key=lambda v: v.key), [v for v in changed if v.key in exact]
+        asked_new = {v.key for v in new}  # a replayed tick's new keys may exist by now
+        new, changed = sorted([v for v in new + changed if v.key not in exact
+                               or v.key in asked_new], key=lambda v: v.key), \
+            [v for v in changed if v.key in exact]
         inflight = s.setdefault("inflight", {})
         for v in new + changed:
             inflight[v.key] = [v.signature, v.seq, self.now_ns, 1, 0]
