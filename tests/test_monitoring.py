@@ -144,6 +144,9 @@ def test_jobs_and_schedules_in_the_definitions(data_dir, monkeypatch):
     assert {n.name for n in checks_job.nodes} == {
         "committed_checks_orders", "committed_checks_penguins", "committed_checks_shapes"}
     assert len(fresh_job.nodes) == 1  # only orders has a max_age
+    # An ingest run runs its own audits and the drift check, never the whole-table checks.
+    ingest = defs.resolve_job_def("ingest_orders_job")
+    assert {n.name for n in ingest.nodes} == {"cleaned__orders", "table__orders"}
     schedules = {s.name: s for s in defs.schedules}
     daily, hourly = schedules["table_checks_schedule"], schedules["freshness_checks_schedule"]
     assert (daily.cron_schedule, daily.job_name) == ("0 6 * * *", "table_checks_job")

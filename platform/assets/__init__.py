@@ -32,6 +32,16 @@ class DatasetDefs:
     tensors_job: dg.UnresolvedAssetJobDefinition | None = None  # image datasets
 
 
+def scheduled_check_keys(contract: Contract, table_key: dg.AssetKey) -> list[dg.AssetCheckKey]:
+    """The checks on `table/<ds>` that the scheduled jobs run (monitor/checks.py)."""
+    from ..monitor.checks import COMMITTED
+
+    names = [n for n in COMMITTED if n != "committed_primary_key" or contract.primary_key]
+    if contract.checks.max_age_seconds is not None:
+        names.append("freshness")
+    return [dg.AssetCheckKey(table_key, n) for n in names]
+
+
 def build_dataset(contract: Contract) -> DatasetDefs:
     """Build the raw -> cleaned -> table graph, its checks and its ingest job for one dataset."""
     ds = contract.name
@@ -48,7 +58,10 @@ def build_dataset(contract: Contract) -> DatasetDefs:
     table = build_table_asset(contract, partitions, cleaned.key)
     job = dg.define_asset_job(
         name=job_name(ds),
-        selection=dg.AssetSelection.assets(cleaned, table),
+        # Not the scheduled checks of the table (whole-table scans, run by their own jobs):
+        # an ingest run's cost grows with its files, not with the table.
+        selection=dg.AssetSelection.assets(cleaned, table)
+        - dg.AssetSelection.checks(*scheduled_check_keys(contract, table.key)),
         # Steps are light except cleaning, which DuckDB already spreads over the cores; one
         # process per step would cost more in start-up than the steps themselves.
         executor_def=dg.in_process_executor,
