@@ -68,6 +68,7 @@ class StagingRecord:
     snapshot_id: int | None = None
     updated_at: float = 0.0
     profile: dict | None = None  # column profile of the staged rows, for the drift check
+    key_facts: dict | None = None  # primary-key facts of the staged rows (assets/keys.py)
 
     @property
     def record_key(self) -> str:

@@ -1,10 +1,17 @@
 """The primary-key audit at commit: the key-order pass and DuckDB's path must agree on what is
 unique, whichever one decides. Real ingest runs into a local Iceberg table."""
 
+import datetime
+import json
+
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from data_platform.assets.keys import _from_facts, key_facts
 from data_platform.definitions import build_definitions
 from data_platform.resources import DuckDBCatalog
+from data_platform.tables.commit import StagedVersion
 
 from .conftest import write_raw
 from .helpers import check_results, run_ingest
@@ -29,19 +36,27 @@ def count():
     return DuckDBCatalog().query("SELECT count(*) FROM orders")[0][0]
 
 
-def test_unique_keys_are_proven_unique_by_one_sort(data_dir, instance):
+def test_unique_keys_are_proven_unique_from_staged_facts_or_one_sort(data_dir, instance):
     defs = build_definitions()
-    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 2001)))
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 2001)))  # dense ids
     write_raw(data_dir, "orders/b.csv", HEADER + rows(list(range(3099, 2999, -1))
-                                                      + [1_000_000_000_000]))
+                                                      + [1_000_000_000_000]))  # sparse
     r = run_ingest(defs, instance, "orders", ["a.csv", "b.csv"])
     check = pk_check(r)
     assert r.success and check.passed and count() == 2101
-    assert check.metadata["method"].value == "sorted in memory"
-    # Later ids, after the committed ones: still one sort, no committed file read.
+    # Each file's keys were proven unique while it was staged; the ranges do not meet.
+    assert check.metadata["method"].value == "staged facts"
+    # Later ids, after the committed ones: no committed file read.
     write_raw(data_dir, "orders/c.csv", HEADER + rows(range(2 * 10**12, 2 * 10**12 + 10)))
     r = run_ingest(defs, instance, "orders", ["c.csv"])
-    assert pk_check(r).metadata["method"].value == "sorted in memory" and count() == 2111
+    assert pk_check(r).metadata["method"].value == "staged facts" and count() == 2111
+    # Two files whose ranges interleave (odd and even ids) but share no key: one sort of both.
+    write_raw(data_dir, "orders/d.csv", HEADER + rows(range(5 * 10**12, 5 * 10**12 + 20, 2)))
+    write_raw(data_dir, "orders/e.csv", HEADER + rows(range(5 * 10**12 + 1, 5 * 10**12 + 20, 2)))
+    r = run_ingest(defs, instance, "orders", ["d.csv", "e.csv"])
+    check = pk_check(r)
+    assert r.success and check.metadata["method"].value == "sorted in memory"
+    assert count() == 2131
 
 
 @pytest.mark.parametrize("files, refused", [
@@ -77,3 +92,34 @@ def test_rising_keys_that_collide_with_committed_rows_are_refused(data_dir, inst
     # Re-processing a.csv itself (its rows are replaced) with rising ids is no collision.
     write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 7)))
     assert run_ingest(defs, instance, "orders", ["a.csv"]).success and count() == 6
+
+
+@pytest.mark.parametrize("values, kind", [
+    ([3, 1, 2], "int"),
+    ([datetime.date(2026, 1, 2), datetime.date(2026, 1, 1)], "date"),
+    ([datetime.datetime(2026, 1, 1, 10, tzinfo=datetime.timezone.utc),
+      datetime.datetime(2026, 1, 1, 9, 30, 0, 123456, tzinfo=datetime.timezone.utc)],
+     "timestamp"),
+])
+def test_staged_key_facts_round_trip_through_json_and_decide_only_disjoint_files(
+        tmp_path, values, kind):
+    """key_facts of a staged file survive the staging record's JSON with their types; files
+    with a duplicate or a null key have none, and files whose ranges meet are left to the
+    commit's own read of the keys."""
+    def staged(name, vals):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"k": vals}), path)
+        return json.loads(json.dumps(key_facts([path], ("k",))))
+
+    a = staged("a", values)
+    assert a["kind"] == kind and a["rows"] == len(values)
+    lo, hi = min(values), max(values)
+    shift = (lambda v: v + 10) if kind == "int" else (lambda v: v + datetime.timedelta(days=10))
+    b = staged("b", [shift(v) for v in values])
+    go = [StagedVersion("a.csv", 1, []), StagedVersion("b.csv", 1, [])]
+    assert _from_facts(go, {"a.csv": a, "b.csv": b}) == (2 * len(values), lo, shift(hi))
+    assert _from_facts(go, {"a.csv": a, "b.csv": a}) is None  # same range: may share keys
+    assert _from_facts(go, {"a.csv": a}) is None  # a file without facts
+    assert staged("dup", values + values[:1]) is None
+    assert staged("null", values + [None]) is None
+    assert key_facts([tmp_path / "a.parquet"], ("k", "other")) is None  # composite key

@@ -10,6 +10,7 @@ checks, and fail the file's partition at commit.
 """
 
 
+import concurrent.futures
 import hashlib
 import json
 import time
@@ -34,6 +35,7 @@ from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema, field_ids
 from ..tables.store import ensure_dataset_tables, load_table, rejected_name, staging_prefix
 from ..versions import IngestConfig
 from .audit import AUDITS, audit_staged
+from .keys import key_facts
 
 READABLE = "file_readable"
 CHECKS = (READABLE,) + AUDITS
@@ -149,8 +151,19 @@ class Stager:
                 record.reason = f"raw/{rk} no longer exists"
                 return self._save(record)
             eff, data_table = result.eff, result.data_table
-            if self.contract.kind == "table":
-                record.profile = self._profile(result, eff)
+            moving = [f.path for f in result.files] + [p for p in [result.rejected_file] if p]
+            # While the staged files are local: flush them to disk (the move into the lake
+            # then waits for nothing), the primary-key facts (the commit's check then reads no
+            # key again) and the column profile, side by side.
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                flushed = pool.submit(self.lake.prepare_move, moving)
+                facts = pool.submit(key_facts, [f.path for f in result.files],
+                                    eff.primary_key) \
+                    if self.contract.kind == "table" and eff.primary_key else None
+                if self.contract.kind == "table":
+                    record.profile = self._profile(result, eff)
+                flushed.result()
+                record.key_facts = facts.result() if facts else None
             crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):

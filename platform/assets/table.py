@@ -171,7 +171,8 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             if not contract.primary_key:
                 return {}
             refused, pk_meta["last"] = primary_key_conflicts(
-                table, go, replaced={s.key for s in go} | removed, pk=contract.primary_key)
+                table, go, replaced={s.key for s in go} | removed, pk=contract.primary_key,
+                facts={k: r.key_facts for k, r in ready.items()})
             return refused
 
         if ready or removed:

@@ -16,8 +16,9 @@ is smaller; a share estimated from 100,000 rows is within about 0.3 points):
 Numbers are int, float and decimal columns (bool too: mean = share of true, no quantiles).
 Lineage columns are not profiled. The row count and every column's null share are exact, from
 the Parquet footers (null counts of every row group); the other statistics come from a sample of
-whole row groups spread evenly over the files (at least SAMPLE_ROWS rows and SAMPLE_GROUPS row
-groups; the whole file when it is smaller), so the cost does not grow with the file: the
+SAMPLE_ROWS rows taken at an even stride from row groups spread evenly over the files (at least
+SAMPLE_GROUPS of them; the whole file when it is smaller), so the cost does not grow with the
+file (~0.1 s for 11 M rows, 0.35 s with whole row groups as the sample): the
 ingest job's speed is the platform's first promise. Distinct counts are DuckDB's HyperLogLog
 estimates over that sample.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -58,6 +60,8 @@ def _aggregates(name: str, kind: str) -> list[str]:
     if kind in ("number", "bool"):
         x = f"{c}::DOUBLE" if kind == "number" else f"{c}::INTEGER::DOUBLE"
         out += [f"avg({x})", f"stddev_samp({x})", f"min({x})", f"max({x})"]
+        if kind == "number":  # in the same scan as the rest (a query per column cost more)
+            out.append(f"quantile_cont({x}, [0.05, 0.5, 0.95])")
     elif kind == "time":
         out += [f"min({c})::VARCHAR", f"max({c})::VARCHAR"]
     return out
@@ -93,18 +97,22 @@ def _footers(paths: list[Path], names: list[str]) -> tuple[int, dict[str, int | 
 
 def _sample(groups: list[tuple[pq.ParquetFile, int, int]], names: list[str],
             rows: int) -> pa.Table:
-    """Whole row groups spread evenly over the files: every group when they hold fewer than
-    SAMPLE_ROWS rows, else enough of them for SAMPLE_ROWS rows (at least SAMPLE_GROUPS)."""
+    """Row groups spread evenly over the files: every row when they hold at most SAMPLE_ROWS
+    rows, else enough groups for SAMPLE_ROWS rows (at least SAMPLE_GROUPS), each thinned to
+    its share of SAMPLE_ROWS by taking rows at an even stride."""
     if rows <= SAMPLE_ROWS:
         chosen = groups
     else:
         per_group = rows / len(groups)
         k = min(len(groups), max(SAMPLE_GROUPS, -(-SAMPLE_ROWS // max(1, int(per_group)))))
         chosen = [groups[(i * len(groups)) // k] for i in range(k)]
-    tables = []
-    for f, g, _ in chosen:
+    tables, per = [], -(-SAMPLE_ROWS // len(chosen)) if chosen else 0
+    for f, g, n in chosen:
         present = [n for n in names if n in f.schema_arrow.names]
-        tables.append(f.read_row_group(g, columns=present))
+        t = f.read_row_group(g, columns=present)
+        if rows > SAMPLE_ROWS and n > per:  # every k-th row of the group: SAMPLE_ROWS in all
+            t = t.take(np.arange(per, dtype=np.int64) * n // per)
+        tables.append(t)
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 
@@ -152,9 +160,7 @@ def profile_files(paths: list[Path], contract: Contract) -> dict:
                 p.update(mean=_num(values[2]), stddev=_num(values[3]), min=_num(values[4]),
                          max=_num(values[5]))
                 if kind == "number":
-                    p.update(zip(("p05", "p50", "p95"), map(_num, con.execute(
-                        f"SELECT quantile_cont({_q(name)}::DOUBLE, [0.05, 0.5, 0.95]) "
-                        "FROM sample").fetchone()[0])))
+                    p.update(zip(("p05", "p50", "p95"), map(_num, values[6])))
             elif non_null and kind == "time":
                 p.update(min=values[2], max=values[3])
             elif non_null and kind == "string":
