@@ -61,8 +61,11 @@ def scan_source(path: Path, contract: Contract, compression: str | None = None, 
             while chunk := f.read(CHUNK):
                 counter.update(chunk)
     else:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
+        # One buffer read into again and again: a fresh 16 MB object per read page-faults.
+        buf = bytearray(CHUNK)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                chunk = buf if n == CHUNK else bytes(buf[:n])
                 if hasher is not None:
                     hasher.update(chunk)
                 counter.update(chunk)
@@ -108,9 +111,9 @@ class RecordCounter:
     """Counts records of bytes fed in order (`update`), like a hashlib object; `result()`.
 
     A record is counted at the line it starts on: a line that starts outside quotes and is not
-    blank. A chunk without blank lines and without quote bytes is counted with `bytes.count`;
-    with few quotes, by `bytes.count` between them (newlines inside quoted fields start no
-    record). Other chunks are classified at once with numpy (newline and quote positions, quote
+    blank. A chunk without blank lines and without quote bytes is counted from its newline
+    mask; with few quotes (found by memchr, one `find` per quote), by `bytes.count` between
+    them (newlines inside quoted fields start no record). Other chunks are classified at once with numpy (newline and quote positions, quote
     parity before each newline); an escape character other than the quote falls back to a
     line-by-line walk of the chunks that hold quotes.
     """
@@ -122,8 +125,10 @@ class RecordCounter:
         self.index: LineIndex | None = LineIndex()
         self._mask = np.empty(0, bool)
         self._nl = np.empty(0, bool)
+        self._dense = False  # whether the last chunk had more quotes than a sparse one
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | bytearray) -> None:
+        """Count the next bytes (a bytearray may be reused by the caller after the call)."""
         n = len(chunk)
         if len(self._nl) < n:  # reused buffers: a fresh 16 MB array per chunk page-faults
             self._nl, self._mask = np.empty(n, bool), np.empty(n, bool)
@@ -156,16 +161,22 @@ class RecordCounter:
         if len(self._mask) < n:
             self._mask = np.empty(n, bool)
         mask = self._mask[:n]
-        n_quotes = int(np.count_nonzero(np.equal(a, self.q, out=mask))) if self.q is not None \
-            else 0
+        if self._dense:  # the last chunk had many quotes: count them at once first
+            n_quotes = int(np.count_nonzero(np.equal(a, self.q, out=mask)))
+            quotes_at = self._quote_positions(data, begin, end, n_quotes) \
+                if n_quotes * SPARSE <= n else None
+        else:  # memchr from quote to quote, giving up past the sparse limit
+            quotes_at = self._quote_positions(data, begin, end, n // SPARSE)
+            n_quotes = len(quotes_at) if quotes_at is not None else n
+        self._dense = quotes_at is None
         if n_quotes and self.escape is not None:
             found, self.in_quote = _walk(data[begin:end], self.quote, self.escape, self.in_quote)
             self.records += found
             return
         if not n_quotes and self.in_quote:
             return  # every line continues the open quoted field
-        if n_quotes * SPARSE <= n and not _has_blank_line(data, begin, end, nl, mask):
-            self.records += self._sparse_quotes(data, begin, end, n_quotes, lines) \
+        if quotes_at is not None and not _has_blank_line(data, begin, end, nl, mask):
+            self.records += self._sparse_quotes(data, begin, end, quotes_at, lines) \
                 if n_quotes else lines
             return
         quotes = np.flatnonzero(a == self.q) if n_quotes else _NONE
@@ -183,15 +194,27 @@ class RecordCounter:
             self.in_quote = bool(open_after[-1])
         self.records += int(np.count_nonzero(start_outside & ~blank))
 
-    def _sparse_quotes(self, data: bytes, begin: int, end: int, n_quotes: int,
+    def _quote_positions(self, data: bytes, begin: int, end: int,
+                         limit: int) -> list[int] | None:
+        """Positions of the quote bytes in data[begin:end] ([] without a quote character),
+        found by memchr; None as soon as there are more than `limit` (a dense chunk)."""
+        if self.q is None:
+            return []
+        found, pos, find = [], begin - 1, data.find
+        while (pos := find(self.quote, pos + 1, end)) >= 0:
+            if len(found) == limit:
+                return None
+            found.append(pos)
+        return found
+
+    def _sparse_quotes(self, data: bytes, begin: int, end: int, quotes_at: list[int],
                        lines: int) -> int:
-        """Records of whole lines without a blank one and with few quotes: every line, less
-        the lines that start inside a quoted field (after a newline between two quotes)."""
+        """Records of whole lines without a blank one and with few quotes (at `quotes_at`):
+        every line, less the lines that start inside a quoted field (after a newline between
+        two quotes)."""
         inside = 0
         start = begin if self.in_quote else None  # where the open quoted field began
-        pos = begin - 1
-        for _ in range(n_quotes):
-            pos = data.find(self.quote, pos + 1, end)
+        for pos in quotes_at:
             if start is None:
                 start = pos
             else:

@@ -25,11 +25,13 @@ def test_escaped_quotes_do_not_open_a_field():
 
 
 @pytest.mark.parametrize("chunk, sparse, blank_share", [
-    (7, 1024, 0.1), (7, 1, 0.1), (64, 1, 0.0), (64, 1024, 0.0), (1 << 20, 1, 0.0)])
+    (7, 1024, 0.1), (7, 1, 0.1), (64, 1, 0.0), (64, 1024, 0.0), (1 << 20, 1, 0.0),
+    (64, 16, 0.05), (200, 40, 0.0)])
 def test_agrees_with_pythons_csv_reader_on_random_files_across_chunks(monkeypatch, chunk,
                                                                        sparse, blank_share):
     """Small chunks: records and quotes cross chunk boundaries; `sparse` picks the count
-    between quotes (1) or the vectorized one (1024) for chunks with quotes."""
+    between quotes (1) or the vectorized one (1024) for chunks with quotes, or switches
+    between them from chunk to chunk (16, 40: the counter's dense mode comes and goes)."""
     import data_platform.records as records
 
     monkeypatch.setattr(records, "CHUNK", chunk)
