@@ -206,8 +206,9 @@ class Stager:
         effective contract and data table as `eff`, `data_table`), or None with `record` saying
         why there is nothing to stage (same content as committed, or unreadable).
 
-        The hash and the independent record count are of exactly the bytes cleaned, in one
-        read. A key committed before is hashed first, so an identical re-upload is skipped
+        The hash and the independent record count are of exactly the bytes cleaned (the
+        pinned version, verified unchanged after the last read). A key committed before is
+        hashed first (with the count, in one read), so an identical re-upload is skipped
         before any cleaning; a new key is hashed while the engine cleans it.
         """
         local, hasher = pinned.path, hashlib.sha256()
