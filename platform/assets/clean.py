@@ -232,7 +232,8 @@ class Stager:
                                 constants={SOURCE_KEY: ("VARCHAR", key),
                                            SOURCE_VERSION: ("BIGINT", record.version)},
                                 source_records=counted, line_index=index,
-                                hasher=hasher if counted is None else None)
+                                hasher=hasher if counted is None else None,
+                                flush_behind=self.lake.keeps_moved_files)
         except (CleanError, UnicodeError) as e:
             if counted is None:  # clean_file finished hashing before it raised
                 record.content_hash = "sha256:" + hasher.hexdigest()

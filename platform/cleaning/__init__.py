@@ -32,6 +32,7 @@ import duckdb
 from ..contracts import EXTENSIONS, Column, Contract, contract_type_from_duckdb, normalize_names
 from ..records import LineIndex, _feed, scan_source
 from ..sql import quote_literal as _lit
+from .flush import FlushBehind
 from .base import (
     PARQUET_CODEC,
     REJECTED_SCHEMA,
@@ -114,6 +115,7 @@ def clean_file(
     source_records: int | None = None,
     line_index: LineIndex | None = None,
     hasher=None,
+    flush_behind: bool = False,
 ) -> CleanResult:
     """Parse `path` per `contract` into staged Parquet under `staging`.
 
@@ -122,7 +124,9 @@ def clean_file(
     processed at all. The contract must have columns (infer them first for inferred datasets).
     A caller that counted the records (`source_records`) may pass the count's `line_index`.
     `hasher` (a hashlib object), when given, is fed the file's bytes by a read of its own at
-    background priority; it is complete when this returns, also on CleanError.
+    background priority; it is complete when this returns, also on CleanError. With
+    `flush_behind`, the staged files are flushed to disk while they are written (for a caller
+    that keeps them and makes them durable: see flush.py).
     """
     if not contract.columns:
         raise ValueError("clean_file needs a contract with columns; call infer_columns first")
@@ -161,15 +165,16 @@ def clean_file(
 
     con = _connect(staging, memory_limit=memory_limit, threads=threads)
     try:
-        # Timestamps written without an offset are read in the contract's zone.
-        con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
-        spec = OutputSpec(field_ids, rejected_field_ids, dict(constants or {}))
-        if fmt.type == "csv":
-            result = _clean_csv(con, path, contract, staging, source_key, compression, spec,
-                                index_of_lines)
-        else:
-            result = _clean_typed_cast(con, path, contract, staging, source_key, compression,
-                                       spec)
+        with FlushBehind(staging, enabled=flush_behind):
+            # Timestamps written without an offset are read in the contract's zone.
+            con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
+            spec = OutputSpec(field_ids, rejected_field_ids, dict(constants or {}))
+            if fmt.type == "csv":
+                result = _clean_csv(con, path, contract, staging, source_key, compression,
+                                    spec, index_of_lines)
+            else:
+                result = _clean_typed_cast(con, path, contract, staging, source_key,
+                                           compression, spec)
     finally:
         con.close()
         counter.shutdown(wait=True)

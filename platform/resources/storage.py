@@ -82,6 +82,8 @@ class ObjectStore(abc.ABC):
         With `move`, the local file is no longer needed: a store on the same file system may
         take it over instead of copying it."""
 
+    keeps_moved_files = False  # put_file(move=True) takes the local file over (must be durable)
+
     def prepare_move(self, locals_: list[Path]) -> None:
         """Make local files that `put_file(move=True)` will take over durable ahead of it (they
         are complete and will not change); a no-op where put_file copies them anyway. It waits
@@ -160,6 +162,7 @@ class LocalObjectStore(ObjectStore):
     """An ObjectStore over a local folder; writes go through a temp file and os.replace."""
 
     ordering_time_exact = True
+    keeps_moved_files = True
 
     def __init__(self, root: Path, *, read_only: bool = False):
         self.root = root
