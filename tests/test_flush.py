@@ -44,3 +44,35 @@ def test_only_a_store_that_keeps_moved_files_asks_for_them_flushed(tmp_path):
 
     assert LocalObjectStore(tmp_path).keeps_moved_files
     assert S3ObjectStore.keeps_moved_files is False
+
+
+def test_count_and_hash_threads_run_at_background_priority(tmp_path, monkeypatch):
+    """The record count and the content hash yield the CPU to DuckDB's COPY (Linux sets
+    niceness per thread); the result is the same as at normal priority."""
+    import hashlib
+    import threading
+
+    import data_platform.cleaning as cleaning
+    from data_platform.contracts import parse_contract
+
+    seen = {}
+    real_scan, real_feed = cleaning.scan_source, cleaning._feed
+
+    def spy(fn, name):
+        def wrapped(*a, **k):
+            seen[name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(cleaning, "scan_source", spy(real_scan, "count"))
+    monkeypatch.setattr(cleaning, "_feed", spy(real_feed, "hash"))
+    src = tmp_path / "a.csv"
+    src.write_bytes(b"id,name\n1,a\n2,b\n")
+    contract = parse_contract({"name": "t", "format": {"type": "csv"}, "columns": [
+        {"name": "id", "type": "int"}, {"name": "name", "type": "string"}]}, where="test")
+    h = hashlib.sha256()
+    res = cleaning.clean_file(src, contract, tmp_path / "out", source_key="t/a.csv", hasher=h)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen == {"count": base + cleaning.COUNT_NICE, "hash": base + cleaning.HASH_NICE}
+    assert res.source_records == 2 and h.hexdigest() == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # caller's own
