@@ -48,7 +48,7 @@ def fargate_pairs() -> list[tuple[int, int]]:
     return [(cpu, memory) for cpu, memories in FARGATE_SIZES.items() for memory in memories]
 
 
-def _env_values(cls: type, prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+def env_values(cls: type, prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
     """Field values of dataclass `cls` found in `environ` as PREFIX + FIELD_NAME (upper case),
     converted to the type of the field's default. Raises ValueError naming a malformed variable."""
     values: dict[str, Any] = {}
@@ -123,7 +123,7 @@ class RunSizing:
         """Return the settings from `PLATFORM_RUN_*` variables (defaults for those unset).
 
         Raises ValueError for a malformed number or bounds no Fargate size fits."""
-        return cls(**_env_values(cls, "PLATFORM_RUN_", os.environ if environ is None else environ))
+        return cls(**env_values(cls, "PLATFORM_RUN_", os.environ if environ is None else environ))
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class FargatePrices:
 
         Raises ValueError for a malformed number."""
         env = os.environ if environ is None else environ
-        return cls(**_env_values(cls, "PLATFORM_FARGATE_", env))
+        return cls(**env_values(cls, "PLATFORM_FARGATE_", env))
 
 
 def estimate_run_cost(

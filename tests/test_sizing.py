@@ -173,3 +173,16 @@ def test_prices_from_the_environment():
     assert (prices.vcpu_hour, prices.spot_discount, prices.gb_hour) == (0.05, 0.5, 0.004445)
     cost = estimate_run_cost(1024, 2048, 3600, prices, spot=True)
     assert cost["fargate_usd"] == pytest.approx((0.05 + 2 * 0.004445) * 0.5)
+
+
+def test_sensor_settings_read_the_environment_like_the_run_sizing():
+    """One reader of PLATFORM_* numbers: a malformed sensor variable is named, not a bare
+    ValueError deep in the tick."""
+    from data_platform.sensors.planning import SensorSettings
+
+    s = SensorSettings.from_env({"PLATFORM_SENSOR_MAX_FILES_PER_RUN": "7",
+                                 "PLATFORM_SENSOR_SETTLE_SECONDS": "0.5",
+                                 "PLATFORM_SENSOR_MAX_FILES_PER_TICK": " "})
+    assert (s.max_files_per_run, s.settle_seconds, s.max_files_per_tick) == (7, 0.5, 1000)
+    with pytest.raises(ValueError, match="PLATFORM_SENSOR_MAX_FILES_PER_TICK must be an integer"):
+        SensorSettings.from_env({"PLATFORM_SENSOR_MAX_FILES_PER_TICK": "lots"})

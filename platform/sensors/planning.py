@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from ..resources.storage import ObjectInfo
+from ..sizing import env_values
 
 DAGSTER_PARTITION_LIMIT = 100_000
 INVALID_KEY_PARTS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
@@ -40,14 +41,11 @@ class SensorSettings:
     reconcile_objects_per_tick: int = 20_000
 
     @classmethod
-    def from_env(cls) -> "SensorSettings":
-        def get(name, default, cast):
-            value = os.environ.get(f"PLATFORM_SENSOR_{name.upper()}")
-            return cast(value) if value else default
-
-        return cls(**{
-            f.name: get(f.name, f.default, type(f.default)) for f in dataclasses.fields(cls)
-        })
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SensorSettings":
+        """Settings from `PLATFORM_SENSOR_*` variables (defaults for those unset); raises
+        ValueError naming a malformed variable."""
+        return cls(**env_values(cls, "PLATFORM_SENSOR_",
+                                os.environ if environ is None else environ))
 
 
 def ignored_reason(rel_key: str) -> str | None:

@@ -138,3 +138,14 @@ def listeners(synth: Synthesized) -> list[dict[str, Any]]:
         listener["Properties"]
         for listener in synth.resources("AWS::ElasticLoadBalancingV2::Listener").values()
     ]
+
+
+class ContextNode:
+    """A stand-in for a CDK construct node: `try_get_context` over a dict (what `cdk synth -c
+    key=value` gives the app), for parsing settings without synthesizing."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values = values
+
+    def try_get_context(self, key: str):
+        return self.values.get(key)

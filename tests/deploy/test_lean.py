@@ -16,7 +16,7 @@ from aws_cdk.assertions import Match, Template
 from data_platform.sizing import fargate_pairs, size_for
 
 from .conftest import DEPLOY, Synthesized
-from .templates import as_list, service_containers, statements_of
+from .templates import ContextNode, as_list, service_containers, statements_of
 
 pytestmark = pytest.mark.deploy
 
@@ -269,30 +269,23 @@ def test_default_profile_is_unchanged(synthesized: Synthesized):
 def test_profile_choices_and_overrides_are_checked(deploy_modules):
     settings = deploy_modules["stacks.settings"]
 
-    class FakeNode:
-        def __init__(self, values: dict[str, str]):
-            self.values = values
-
-        def try_get_context(self, key: str):
-            return self.values.get(key)
-
-    lean = settings.DeploySettings.from_context(FakeNode({"profile": "lean"}))
+    lean = settings.DeploySettings.from_context(ContextNode({"profile": "lean"}))
     assert (lean.profile.name, lean.nat_gateways) == ("lean", 0)
     assert lean.db_instance_class == lean.profile.db_instance_class == "t4g.micro"
     # Single values of a profile can be overridden from the command line.
     bigger = settings.DeploySettings.from_context(
-        FakeNode({"profile": "lean", "db_instance_class": "t4g.small", "log_retention_days": "30"})
+        ContextNode({"profile": "lean", "db_instance_class": "t4g.small", "log_retention_days": "30"})
     )
     assert bigger.profile.db_instance_class == "t4g.small"
     assert bigger.profile.log_retention_days == 30
     assert bigger.profile.webserver == lean.profile.webserver
     with pytest.raises(ValueError, match="profile must be one of"):
-        settings.DeploySettings.from_context(FakeNode({"profile": "tiny"}))
+        settings.DeploySettings.from_context(ContextNode({"profile": "tiny"}))
     with pytest.raises(ValueError, match="nat_gateways must be 0"):
-        settings.DeploySettings.from_context(FakeNode({"profile": "lean", "nat_gateways": "1"}))
+        settings.DeploySettings.from_context(ContextNode({"profile": "lean", "nat_gateways": "1"}))
     with pytest.raises(ValueError, match="compute_launcher=batch"):
         settings.DeploySettings.from_context(
-            FakeNode({"profile": "lean", "compute_launcher": "ecs"})
+            ContextNode({"profile": "lean", "compute_launcher": "ecs"})
         )
     with pytest.raises(ValueError, match="webserver_load_balancer=true"):
         settings.DeploySettings(profile=settings.PROFILES["lean"], webserver_access="cognito",

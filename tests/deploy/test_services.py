@@ -13,6 +13,7 @@ import yaml
 
 from .conftest import DEPLOY, IMAGE_TAG, REPO, Synthesized
 from .templates import (
+    ContextNode,
     INSTANCE_VARIABLES,
     COMPUTE_VARIABLES,
     PLATFORM_VARIABLES,
@@ -258,21 +259,14 @@ def test_context_values_from_the_command_line_are_parsed_and_checked(deploy_modu
     """`-c key=value` arrives as strings; bad values stop the synth with the key's name."""
     settings = deploy_modules["stacks.settings"]
 
-    class FakeNode:
-        def __init__(self, values: dict[str, str]):
-            self.values = values
-
-        def try_get_context(self, key: str):
-            return self.values.get(key)
-
     parsed = settings.DeploySettings.from_context(
-        FakeNode({"interface_endpoints": "true", "max_azs": "3", "db_multi_az": "False"})
+        ContextNode({"interface_endpoints": "true", "max_azs": "3", "db_multi_az": "False"})
     )
     assert (parsed.interface_endpoints, parsed.max_azs, parsed.db_multi_az) == (True, 3, False)
     with pytest.raises(ValueError, match="max_azs must be an integer"):
-        settings.DeploySettings.from_context(FakeNode({"max_azs": "two"}))
+        settings.DeploySettings.from_context(ContextNode({"max_azs": "two"}))
     with pytest.raises(ValueError, match="db_multi_az must be true or false"):
-        settings.DeploySettings.from_context(FakeNode({"db_multi_az": "maybe"}))
+        settings.DeploySettings.from_context(ContextNode({"db_multi_az": "maybe"}))
     with pytest.raises(ValueError, match="log_retention_days must be one of"):
         settings.DeploySettings(log_retention_days=31)
 
