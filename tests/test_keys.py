@@ -123,3 +123,11 @@ def test_staged_key_facts_round_trip_through_json_and_decide_only_disjoint_files
     assert staged("dup", values + values[:1]) is None
     assert staged("null", values + [None]) is None
     assert key_facts([tmp_path / "a.parquet"], ("k", "other")) is None  # composite key
+
+
+def test_key_facts_that_cannot_be_computed_are_left_to_the_commit(tmp_path):
+    """A staged file the shortcut cannot read (here: not Parquet) gives no facts and no error:
+    the commit reads the keys itself."""
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    assert key_facts([bad], ("k",)) is None

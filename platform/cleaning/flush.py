@@ -43,7 +43,11 @@ class FlushBehind:
             self.flush_once()
 
     def flush_once(self) -> None:
-        for path in self.root.rglob("*.parquet"):
+        try:
+            paths = list(self.root.rglob("*.parquet"))
+        except OSError:  # a folder the engine removed while it was listed: next time
+            return
+        for path in paths:
             with contextlib.suppress(OSError):  # renamed or removed by the engine meanwhile
                 fd = os.open(path, os.O_RDONLY)
                 try:
