@@ -113,9 +113,10 @@ class RecordCounter:
     A record is counted at the line it starts on: a line that starts outside quotes and is not
     blank. A chunk without blank lines and without quote bytes is counted from its newline
     mask; with few quotes (found by memchr, one `find` per quote), by `bytes.count` between
-    them (newlines inside quoted fields start no record). Other chunks are classified at once with numpy (newline and quote positions, quote
-    parity before each newline); an escape character other than the quote falls back to a
-    line-by-line walk of the chunks that hold quotes.
+    them (newlines inside quoted fields start no record). Other chunks are classified at once
+    with numpy (newline and quote positions, quote parity before each newline); after such a
+    chunk the next one's quotes are counted with numpy first. An escape character other than
+    the quote falls back to a line-by-line walk of the chunks that hold quotes.
     """
 
     def __init__(self, *, quote: bytes | None, escape: bytes | None):

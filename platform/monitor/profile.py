@@ -18,7 +18,7 @@ Lineage columns are not profiled. The row count and every column's null share ar
 the Parquet footers (null counts of every row group); the other statistics come from a sample of
 SAMPLE_ROWS rows taken at an even stride from row groups spread evenly over the files (at least
 SAMPLE_GROUPS of them; the whole file when it is smaller), so the cost does not grow with the
-file (~0.1 s for 11 M rows, 0.35 s with whole row groups as the sample): the
+file (~0.2 s for 11 M rows, 0.35 s with whole row groups as the sample): the
 ingest job's speed is the platform's first promise. Distinct counts are DuckDB's HyperLogLog
 estimates over that sample.
 """
