@@ -99,7 +99,7 @@ def _background(nice: int) -> None:
     thread). The count and the hash then run on what DuckDB's parallel COPY leaves idle (its
     threads use ~1.85 of 2 cores) instead of taking a third of the CPU from it; what is left
     when the COPY ends runs at once on the cores it frees. Measured on the 1.1 GB bench file,
-    2 cores, alternating runs: clean_file with the hash 0.6 s faster on average."""
+    2 cores, alternating runs: clean_file with the hash ~0.5 s faster on average."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
         if nice:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
