@@ -75,15 +75,23 @@ def test_partitions_are_read_incrementally_and_deletions_are_seen_on_reload(env)
     assert cache.known(instance, "raw_orders") == {"b", "c"}  # ... which forgets it
 
 
-def test_a_deleted_partition_is_added_again_when_its_file_changes(env, monkeypatch):
-    """A partition deleted in the UI while the process still counts it as known: the file's
-    next version is launched against a partition that exists (checked exactly)."""
+def launch_one(env):
+    """orders/a.csv uploaded and seen over two ticks (settle, then launch): (path, the second
+    tick's run requests, its cursor)."""
     data_dir, defs, instance = env
     p = data_dir / "raw" / "orders" / "a.csv"
     p.parent.mkdir(parents=True)
     p.write_text(CSV)
     _, _, cursor = tick(defs, instance, None)
     requests, _, cursor = tick(defs, instance, cursor)
+    return p, requests, cursor
+
+
+def test_a_deleted_partition_is_added_again_when_its_file_changes(env, monkeypatch):
+    """A partition deleted in the UI while the process still counts it as known: the file's
+    next version is launched against a partition that exists (checked exactly)."""
+    data_dir, defs, instance = env
+    p, requests, cursor = launch_one(env)
     assert [r.tags["platform/files"] for r in requests] == ["1"]
     instance.delete_dynamic_partition("raw_orders", "a.csv")
     time.sleep(0.02)
@@ -101,11 +109,7 @@ def test_a_cursor_of_the_previous_format_is_taken_over(env):
     import json
 
     data_dir, defs, instance = env
-    p = data_dir / "raw" / "orders" / "a.csv"
-    p.parent.mkdir(parents=True)
-    p.write_text(CSV)
-    _, _, cursor = tick(defs, instance, None)
-    requests, _, cursor = tick(defs, instance, cursor)
+    _, requests, cursor = launch_one(env)
     assert len(requests) == 1
     old = json.dumps({"v": 2, "t": json.loads(cursor)["t"],
                       "datasets": sensor_state(instance, cursor)["datasets"]})
