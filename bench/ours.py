@@ -100,12 +100,14 @@ class Phases:
 
 # Phases on the run's critical path, in order; the rest overlap them or nest inside them.
 SEQUENTIAL = ("copy raw file (names SQL would take for patterns)", "catalog connection",
-              "schema + table setup", "clean_file", "column profile (+ flush in a thread)",
+              "schema + table setup", "clean_file",
+              "profile + key facts (what is left of them after clean_file)",
               "upload staged files", "audits", "commit (data + rejected)", "verify commit",
               "expose views", "drift check", "records + ledger I/O")
-OVERLAPPING = {"hash + record count (thread inside clean_file)": "clean_file",
-               "primary-key facts (thread beside the profile)":
-                   "column profile (+ flush in a thread)",
+OVERLAPPING = {"record count (thread inside clean_file)": "clean_file",
+               "content hash (thread inside clean_file)": "clean_file",
+               "column profile (thread from when the files are written)": "clean_file",
+               "primary-key facts (thread from when the files are written)": "clean_file",
                "primary-key check (inside commit)": "commit (data + rejected)"}
 
 
@@ -142,8 +144,10 @@ def _instrument() -> Phases:
     ph.wrap(clean_mod, "ensure_dataset_tables", "schema + table setup")
     ph.wrap(clean_mod, "clean_file", "clean_file")
     ph.wrap(DuckDBCatalog, "iceberg", "catalog connection")
-    ph.wrap(clean_mod.Stager, "_profile", "column profile (+ flush in a thread)")
-    ph.wrap(clean_mod, "key_facts", "primary-key facts (thread beside the profile)")
+    ph.wrap(clean_mod.Stager, "_finish_reads",
+            "profile + key facts (what is left of them after clean_file)")
+    ph.wrap(clean_mod, "profile_files", "column profile (thread from when the files are written)")
+    ph.wrap(clean_mod, "key_facts", "primary-key facts (thread from when the files are written)")
     ph.wrap(LocalObjectStore, "put_file", "upload staged files")
     ph.wrap(table_mod, "_drift_result", "drift check")
     ph.wrap(clean_mod, "audit_staged", "audits")
@@ -152,7 +156,8 @@ def _instrument() -> Phases:
     ph.wrap(DuckDBCatalog, "expose", "expose views")
     ph.wrap(LocalObjectStore, "put_bytes", "records + ledger I/O")
     ph.wrap(LocalObjectStore, "get_bytes", "records + ledger I/O")
-    ph.wrap(cleaning_pkg, "scan_source", "hash + record count (thread inside clean_file)")
+    ph.wrap(cleaning_pkg, "scan_source", "record count (thread inside clean_file)")
+    ph.wrap(cleaning_pkg, "_feed", "content hash (thread inside clean_file)")
     ph.wrap(table_mod, "primary_key_conflicts", "primary-key check (inside commit)")
     return ph
 

@@ -149,3 +149,35 @@ def test_file_that_is_not_parquet_raises(tmp_path):
 
 
 # --- files that cannot be processed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, text, fmt", [
+    ("a.csv", "id,price,order_date\n1,2.5,2024-01-02\n2,x,2024-01-03\n3,1,2024-02-01\n", None),
+    ("a.jsonl", '{"id": 1, "Order Date": "2024-01-02"}\n{"id": "x"}\n'
+                '{"id": 3, "Order Date": "2024-02-01"}\n',
+     {"type": "jsonl"}),
+])
+def test_cleaned_files_are_handed_over_final_before_the_rejects(tmp_path, name, text, fmt):
+    """`on_written` gets the cleaned files once, as soon as they are complete: a caller reads
+    them (the profile, the key facts) while the engine still writes the rejected rows."""
+    columns = [dict(c, nullable=False) if c["name"] == "order_date" else c
+               for c in JSONL_COLUMNS]
+    contract = _contract(columns, fmt, partition_column="order_date")
+    seen = []
+
+    def written(files):
+        rejected_yet = list((tmp_path / "staging").glob("*reject*.parquet"))
+        seen.append(([(f.path, f.subdir, pq.read_table(f.path).to_pylist()) for f in files],
+                     rejected_yet))
+
+    path = tmp_path / name
+    path.write_text(text)
+    result = clean_file(path, contract, tmp_path / "staging", source_key=f"raw/t/{name}",
+                        on_written=written)
+    assert len(seen) == 1
+    handed, rejected_yet = seen[0]
+    assert rejected_yet == [] and result.rejected_file is not None
+    assert [(p, s) for p, s, _ in handed] == [(f.path, f.subdir) for f in result.files]
+    assert sorted(r["id"] for _, _, rows in handed for r in rows) == [1, 3]
+    assert [r for _, _, rows in handed for r in rows] == \
+        [r for f in result.files for r in pq.read_table(f.path).to_pylist()]

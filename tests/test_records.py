@@ -103,3 +103,14 @@ def test_scan_source_hashes_the_bytes_it_counts(tmp_path):
     records, index = scan_source(p, parse_contract({"name": "t"}), "none", hasher=h)
     assert (records, h.hexdigest()) == (1000, hashlib.sha256(data).hexdigest())
     assert index is not None and index.newlines == 1001
+
+
+def test_a_line_longer_than_many_chunks_is_one_record(monkeypatch):
+    """A line spanning hundreds of chunks is carried whole (appended to, not copied again per
+    chunk) and counted once; a quoted newline inside it starts no record."""
+    import data_platform.records as records
+
+    monkeypatch.setattr(records, "CHUNK", 4096)
+    long_field = b"x" * (1 << 20)
+    data = b'h\n1,"' + long_field + b"\n" + long_field + b'"\n2,b\n' + long_field
+    assert records._count_lines(io.BytesIO(data), quote=b'"', escape=None) == 4

@@ -133,14 +133,17 @@ class Stager:
             record.status = st.SUPERSEDED
             record.reason = f"version {committed} is already committed (this run has {version})"
             return self._save(record)
-        with self.scratch.tempdir(prefix=f"stage-{ds}-") as work:
+        # The pool reads the cleaned files while they are local; it is done with them before
+        # the folder goes.
+        with self.scratch.tempdir(prefix=f"stage-{ds}-") as work, \
+                concurrent.futures.ThreadPoolExecutor(2) as pool:
             try:
                 with self.raw.pinned(rk, work / name, signature=wanted.signature
                                      if wanted else None) as pinned:
                     changed = pinned.info.changed_ns / 1e9
                     if self.newest_upload is None or changed > self.newest_upload[0]:
                         self.newest_upload = (changed, key)
-                    result = self._clean(key, rk, pinned, record, work)
+                    result = self._clean(key, rk, pinned, record, work, pool)
                     pinned.verify()  # the bytes hashed and cleaned were this version's
                     if result is None:
                         return self._save(record)
@@ -152,18 +155,12 @@ class Stager:
                 return self._save(record)
             eff, data_table = result.eff, result.data_table
             moving = [f.path for f in result.files] + [p for p in [result.rejected_file] if p]
-            # While the staged files are local: flush them to disk (the move into the lake
-            # then waits for nothing), the primary-key facts (the commit's check then reads no
-            # key again) and the column profile, side by side.
-            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                flushed = pool.submit(self.lake.prepare_move, moving)
-                facts = pool.submit(key_facts, [f.path for f in result.files],
-                                    eff.primary_key) \
-                    if self.contract.kind == "table" and eff.primary_key else None
-                if self.contract.kind == "table":
-                    record.profile = self._profile(result, eff)
-                flushed.result()
-                record.key_facts = facts.result() if facts else None
+            # Flush the staged files to disk while they are local (the move into the lake then
+            # waits for nothing), beside the reads begun when they were written.
+            flushed = pool.submit(self.lake.prepare_move, moving)
+            reads = result.early or self._read_staged(pool, [f.path for f in result.files], eff)
+            record.profile, record.key_facts = self._finish_reads(reads)
+            flushed.result()
             crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
             for i, f in enumerate(result.files):
@@ -187,24 +184,38 @@ class Stager:
                 + (f" ({record.reason})" if record.reason else ""))
             return self._save(record)
 
-    def _profile(self, result, eff: Contract) -> dict | None:
-        """The column profile of the staged files while they are local (for drift); a
-        profile that cannot be computed is logged and left out, never failing the file."""
+    def _read_staged(self, pool, paths: list, eff: Contract) -> dict:
+        """Start the reads of the cleaned files the record keeps, in `pool`: the column profile
+        (for drift) and the primary-key facts (the commit's check then reads no key again).
+        Returns their futures by name ("profile", "facts"), for what the dataset has."""
+        if self.contract.kind != "table":
+            return {}
+        reads = {"profile": pool.submit(profile_files, paths, eff)}
+        if eff.primary_key:
+            reads["facts"] = pool.submit(key_facts, paths, eff.primary_key)
+        return reads
+
+    def _finish_reads(self, reads: dict) -> tuple[dict | None, dict | None]:
+        """(column profile, key facts) of the reads begun by `_read_staged`, waited for; a
+        profile that could not be computed is logged and left out, never failing the file."""
+        facts = reads["facts"].result() if "facts" in reads else None
         try:
-            return profile_files([f.path for f in result.files], eff)
+            profile = reads["profile"].result() if "profile" in reads else None
         except duckdb.Error as e:
             self.context.log.warning(f"{self.contract.name}: no column profile: {e}")
-            return None
+            profile = None
+        return profile, facts
 
     def _audits(self, eff: Contract, data_table, result, record: st.StagingRecord) -> list:
         """The per-file audits of the staged files (see assets/audit.py)."""
         return audit_staged(data_table.io, eff, arrow_schema(data_table.schema()),
                             result.source_records, record.data_files, record.rejected_files)
 
-    def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work):
+    def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work, pool):
         """Hash and clean the pinned file into `work`; returns the CleanResult (with the
-        effective contract and data table as `eff`, `data_table`), or None with `record` saying
-        why there is nothing to stage (same content as committed, or unreadable).
+        effective contract and data table as `eff`, `data_table`, and the reads of the cleaned
+        files begun in `pool` as soon as they were written as `early`), or None with `record`
+        saying why there is nothing to stage (same content as committed, or unreadable).
 
         The hash and the independent record count are of exactly the bytes cleaned (the
         pinned version, verified unchanged after the last read). A key committed before is
@@ -222,10 +233,14 @@ class Stager:
                 record.status = st.UNCHANGED
                 record.reason = "same content as the committed version"
                 return None
+        early: dict = {}
         try:
             eff = effective_contract(self.contract, self.lake, sample=local, scratch=work,
                                      log=self.context.log)
             data_table, rejected_table = self._tables(eff)
+
+            def written(files) -> None:  # final: read them while the engine maps its rejects
+                early.update(self._read_staged(pool, [f.path for f in files], eff))
             result = clean_file(local, eff, work / "out", source_key=rk,
                                 field_ids=field_ids(data_table.schema()),
                                 rejected_field_ids=field_ids(rejected_table.schema()),
@@ -233,14 +248,15 @@ class Stager:
                                            SOURCE_VERSION: ("BIGINT", record.version)},
                                 source_records=counted, line_index=index,
                                 hasher=hasher if counted is None else None,
-                                flush_behind=self.lake.keeps_moved_files)
+                                flush_behind=self.lake.keeps_moved_files,
+                                on_written=written)
         except (CleanError, UnicodeError) as e:
             if counted is None:  # clean_file finished hashing before it raised
                 record.content_hash = "sha256:" + hasher.hexdigest()
             record.reason = f"{type(e).__name__}: {e}"
             return None
         record.content_hash = "sha256:" + hasher.hexdigest()
-        result.eff, result.data_table = eff, data_table
+        result.eff, result.data_table, result.early = eff, data_table, early
         return result
 
     def _committed_version(self, key: str) -> int | None:

@@ -78,7 +78,7 @@ class ImageStager(Stager):
                                      "not exist") from None
         return self._labels
 
-    def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work):
+    def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work, pool):
         t0 = time.perf_counter()
         record.signature = pinned.info.signature
         hasher = hashlib.sha256()
@@ -111,7 +111,7 @@ class ImageStager(Stager):
         invalid = sum(1 for r in rows if not r["valid"])
         result = ManifestResult([StagedFile(path, "", len(rows))], len(rows), invalid,
                                 images_seen(pinned.path, key), time.perf_counter() - t0)
-        result.eff, result.data_table = self.contract, data_table
+        result.eff, result.data_table, result.early = self.contract, data_table, {}
         return result
 
     def _audits(self, eff, data_table, result, record: st.StagingRecord) -> list:

@@ -120,6 +120,7 @@ def clean_file(
     line_index: LineIndex | None = None,
     hasher=None,
     flush_behind: bool = False,
+    on_written=None,
 ) -> CleanResult:
     """Parse `path` per `contract` into staged Parquet under `staging`.
 
@@ -130,7 +131,9 @@ def clean_file(
     `hasher` (a hashlib object), when given, is fed the file's bytes by a read of its own at
     background priority; it is complete when this returns, also on CleanError. With
     `flush_behind`, the staged files are flushed to disk while they are written (for a caller
-    that keeps them and makes them durable: see flush.py).
+    that keeps them and makes them durable: see flush.py). `on_written`, when given, is called
+    with the cleaned files (StagedFile) as soon as they are final, while the rejected rows are
+    still written and the count finished: a caller may start reading them at once.
     """
     if not contract.columns:
         raise ValueError("clean_file needs a contract with columns; call infer_columns first")
@@ -173,7 +176,8 @@ def clean_file(
         with FlushBehind(staging, enabled=flush_behind):
             # Timestamps written without an offset are read in the contract's zone.
             con.execute(f"SET TimeZone={_lit(fmt.timezone)}")
-            spec = OutputSpec(field_ids, rejected_field_ids, dict(constants or {}))
+            spec = OutputSpec(field_ids, rejected_field_ids, dict(constants or {}),
+                              on_written)
             if fmt.type == "csv":
                 result = _clean_csv(con, path, contract, staging, source_key, compression,
                                     spec, index_of_lines)

@@ -7,7 +7,7 @@ import csv
 import dataclasses
 import gzip
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import pyarrow.parquet as pq
@@ -42,6 +42,13 @@ class OutputSpec:
     field_ids: dict[str, int] | None = None
     rejected_field_ids: dict[str, int] | None = None
     constants: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    # Called with the cleaned files as soon as they are final, before the rejected rows are
+    # written and the record count is waited for: a caller may start reading them then.
+    on_written: Callable[[list[StagedFile]], None] | None = None
+
+    def written(self, files: list[StagedFile]) -> None:
+        if self.on_written is not None:
+            self.on_written(files)
 
     def constant_sql(self) -> str:
         """`, CAST(<value> AS <type>) AS <name>...` for the SELECT list ('' without any)."""

@@ -219,6 +219,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
     except duckdb.Error as e:
         raise CleanError(f"cannot parse the file as CSV: {_short(e)}") from None
     files = _collect_ok(pass_dir, contract.partition_column)
+    spec.written(files)
     bad_root = pass_dir / "_ok=false"
     contract_rejects = sum(_footer_rows(p) for p in bad_root.rglob("*.parquet")) \
         if bad_root.exists() else 0

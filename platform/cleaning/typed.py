@@ -128,6 +128,7 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
             "CAST(error_type AS VARCHAR), NULL, error_message, csv_line FROM reject_errors"
         )
     files = _collect_ok(pass_dir, contract.partition_column)
+    spec.written(files)
     n_rejected = con.execute("SELECT count(*) FROM rejected").fetchone()[0]
     rejected_file = _write_rejected(con, staging, spec)
     rows_written = sum(f.rows for f in files)
