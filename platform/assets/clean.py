@@ -133,10 +133,10 @@ class Stager:
             record.status = st.SUPERSEDED
             record.reason = f"version {committed} is already committed (this run has {version})"
             return self._save(record)
-        # The pool reads the cleaned files while they are local; it is done with them before
-        # the folder goes.
+        # The pool reads the cleaned files while they are local (profile, key facts) and
+        # flushes them, side by side; it is done with them before the folder goes.
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work, \
-                concurrent.futures.ThreadPoolExecutor(2) as pool:
+                concurrent.futures.ThreadPoolExecutor(3) as pool:
             try:
                 with self.raw.pinned(rk, work / name, signature=wanted.signature
                                      if wanted else None) as pinned:
