@@ -131,3 +131,22 @@ def test_key_facts_that_cannot_be_computed_are_left_to_the_commit(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"not parquet")
     assert key_facts([bad], ("k",)) is None
+
+
+def test_a_profile_that_cannot_be_computed_fails_nothing(data_dir, instance, monkeypatch):
+    """The profile and the key facts read the cleaned files side by side from the moment they
+    are written; a profile that fails is logged and left out: the file still commits, its
+    staged key facts still spare the commit a read of the keys."""
+    import data_platform.assets.clean as clean_mod
+    import duckdb
+
+    def broken(paths, contract):
+        raise duckdb.IOException("cannot read the staged file")
+
+    monkeypatch.setattr(clean_mod, "profile_files", broken)
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 101)))
+    r = run_ingest(build_definitions(), instance, "orders", ["a.csv"])
+    assert r.success and count() == 100
+    assert pk_check(r).metadata["method"].value == "staged facts"
+    messages = [e.user_message for e in instance.all_logs(r.run_id)]
+    assert any("no column profile: cannot read the staged file" in m for m in messages)
