@@ -34,7 +34,10 @@ What it does, in ONE run
 Targets: ours >= 8x typed pandas (typed_speedup); ours clean_file MB/s >= 0.9x the fastest
 bare engine (best_peer_ratio); clean_file seconds / job seconds >= 0.9 (publish_ratio); peak
 RSS of ours (max of clean_file and the job) < 1 GiB. MB means MiB. The machine may be shared:
-the ratios come from one run. The last line is always (nan for a side that failed):
+the ratios come from one run. With --repeat N, the line before the total also gives both speed
+ratios round by round and their medians (each round runs every side within a few minutes, so a
+slow spell of the host slows both sides of a ratio). The last line is always (nan for a side
+that failed):
     typed_speedup=<x> best_peer_ratio=<x> publish_ratio=<x> peak_rss_mb=<n>
 """
 
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
 
-    from report import report
+    from report import paired_rounds, report
 
     unknown = set(args.sides.split(",")) - set(SIDES)
     if unknown:
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         b["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
         best[label] = b
     last = report(best, meta, [c["name"] for c in contract_dict(False)["columns"]], args.repeat)
+    print(paired_rounds(results))
     print(f"total bench time {time.perf_counter() - t_start:.0f}s")
     print(last)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 
 from generate import CONTRACT_KINDS, MIB
 from ours import CLEAN_OVERLAPPING, CLEAN_PHASES, OVERLAPPING, SEQUENTIAL
@@ -226,3 +227,29 @@ def report(best: dict, meta: dict, columns: list[str], repeat: int) -> str:
     return (f"typed_speedup={typed_speedup:.2f} best_peer_ratio={best_peer_ratio:.2f} "
             f"publish_ratio={publish_ratio:.2f} peak_rss_mb="
             f"{'nan' if math.isnan(peak) else round(peak)}")
+
+
+def paired_rounds(results: dict[str, list[dict]]) -> str:
+    """The two speed ratios round by round, and their medians. Each round runs every side once
+    within a few minutes, so a host that slows down for a while (steal on shared cores) slows
+    both sides of a ratio; on a noisy host the median of these is steadier than the ratio of
+    two best-ofs, which may come from different minutes. Informational: the last line keeps
+    the best-of ratios."""
+    def secs(label: str, i: int) -> float:
+        rs = results.get(label) or []
+        return rs[i]["seconds"] if i < len(rs) and "error" not in rs[i] else math.nan
+
+    rounds = max((len(v) for v in results.values()), default=0)
+    peer, publish = [], []
+    for i in range(rounds):
+        peers = [s for s in (secs("duckdb_bare", i), secs("polars", i)) if not math.isnan(s)]
+        peer.append(min(peers) / secs("ours", i) if peers else math.nan)
+        publish.append(secs("ours", i) / secs("ours_commit", i))
+
+    def show(values: list[float]) -> str:
+        known = [v for v in values if not math.isnan(v)]
+        med = f"{statistics.median(known):.2f}" if known else "nan"
+        return f"{', '.join(f'{v:.2f}' for v in values)} (median {med})"
+
+    return (f"per round (paired): best_peer_ratio {show(peer)}; "
+            f"publish_ratio {show(publish)}")

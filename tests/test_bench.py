@@ -38,6 +38,24 @@ def test_bench_quick_small(tmp_path):
     assert "keeps" in rows["3b polars scan_csv -> sink_parquet"] \
         or "FAILED" in rows["3b polars scan_csv -> sink_parquet"]
     assert "phases of the ingest job run" in out
+    assert re.fullmatch(r"per round \(paired\): best_peer_ratio \d+\.\d+ \(median \d+\.\d+\); "
+                        r"publish_ratio \d+\.\d+ \(median \d+\.\d+\)", lines[-3]), lines[-3]
+
+
+def test_paired_rounds_divide_within_each_round(monkeypatch):
+    """Each round's ratios use that round's own runs: the fastest peer of the round, a failed
+    side leaves a gap, and the median skips it."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from report import paired_rounds
+
+    results = {"duckdb_bare": [{"seconds": 8.0}, {"seconds": 12.0}, {"seconds": 9.0}],
+               "polars": [{"seconds": 9.0}, {"seconds": 10.0}, {"error": "x", "seconds": 1}],
+               "ours": [{"seconds": 10.0}, {"seconds": 10.0}, {"seconds": 10.0}],
+               "ours_commit": [{"seconds": 12.5}, {"error": "x", "seconds": 1.0},
+                               {"seconds": 10.0}]}
+    assert paired_rounds(results) == (
+        "per round (paired): best_peer_ratio 0.80, 1.00, 0.90 (median 0.90); "
+        "publish_ratio 0.80, nan, 1.00 (median 0.90)")
 
 
 SCALE = Path(__file__).resolve().parents[1] / "bench" / "sensor_scale.py"
