@@ -4,7 +4,8 @@ Layout (keys relative to the lake root):
     _staging/<dataset>/<slug>/<version>.json   one per staged version of a raw file: its files,
                                                counts, audit and status
     _ledger/<dataset>/<slug>.json              the version and content hash last committed
-    _ledger/<dataset>/hash/<sha256>/<slug>     committed keys by content (finds renamed files)
+    _ledger/<dataset>/hash/<digest>/<slug>     committed keys by content (finds renamed files)
+    _ledger/<dataset>/_algorithm               the dataset's content-hash algorithm, for life
     _contracts/<dataset>.json                  the schema inferred from a dataset's first file
 
 `<slug>` names one raw key: a readable form plus a hash of the exact key, so two keys never
@@ -21,6 +22,8 @@ import json
 import re
 import time
 from typing import Any
+
+import blake3
 
 from .resources.storage import ObjectStore
 
@@ -141,6 +144,41 @@ def keys_with_content(lake: ObjectStore, dataset: str, content_hash: str) -> lis
     prefix = f"_ledger/{dataset}/hash/{_digest(content_hash)}/"
     found = (lake.get_bytes(o.key) for o in lake.list(prefix))
     return sorted(data.decode() for data in found if data)
+
+
+# Content hashes are "<algorithm>:<hex>". BLAKE3 hashes 1.1 GB in 0.60-0.63 s of one core here,
+# SHA-256 (with the CPU's SHA extensions) in 1.06-1.59 s, and the run hashes every byte it
+# ingests; both resist collisions, which matters: the hash decides what is skipped as
+# unchanged and which vanished key a new one was renamed from.
+HASHES = {"blake3": blake3.blake3, "sha256": hashlib.sha256}
+NEW_DATASETS = "blake3"
+LEGACY = "sha256"  # what a ledger written before the algorithm was recorded holds
+
+
+def _algorithm_key(dataset: str) -> str:
+    return f"_ledger/{dataset}/_algorithm"
+
+
+def hash_algorithm(lake: ObjectStore, dataset: str) -> str:
+    """The algorithm of the dataset's content hashes, fixed when its ledger begins: a digest is
+    only ever compared with digests of the same algorithm, so a ledger from before BLAKE3 stays
+    SHA-256 (an unchanged re-upload is still skipped, a rename still moves its rows). Read
+    once per run; recorded first writer wins, like the inferred schema."""
+    marker = _algorithm_key(dataset)
+    found = lake.get_bytes(marker)
+    if found is None:
+        older = next(iter(lake.list(f"_ledger/{dataset}/")), None) is not None
+        lake.put_bytes_if_absent((LEGACY if older else NEW_DATASETS).encode(), marker)
+        found = lake.get_bytes(marker)
+    name = found.decode().strip()
+    if name not in HASHES:
+        raise ValueError(f"{marker} names an unknown hash algorithm {name!r}")
+    return name
+
+
+def new_hasher(algorithm: str):
+    """A hashlib-like object (update, hexdigest) for `algorithm` (see HASHES)."""
+    return HASHES[algorithm]()
 
 
 def _digest(content_hash: str) -> str:

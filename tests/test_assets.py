@@ -4,9 +4,9 @@ Real local resources on tmp folders: a pyiceberg SQL catalog on SQLite, DuckDB v
 ephemeral Dagster instance.
 """
 
-import hashlib
 from pathlib import Path
 
+import blake3
 import dagster as dg
 import pytest
 from data_platform import staging as st
@@ -27,7 +27,7 @@ def rows(ids, day="2026-11-20", customer="c"):
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return blake3.blake3(path.read_bytes()).hexdigest()
 
 
 def q(sql):
@@ -191,7 +191,7 @@ def test_file_replaced_after_the_sensor_saw_it_is_skipped_not_misrecorded(data_d
     now = LocalStorage().raw().stat("orders/f.csv").signature
     assert run_ingest(defs, instance, "orders", ["f.csv"], versions={"f.csv": (2000, now)}).success
     rec = st.latest_record(LocalStorage().lake(), "orders", "f.csv")
-    assert rec.content_hash == "sha256:" + digest(data_dir / "raw" / "orders" / "f.csv")
+    assert rec.content_hash == "blake3:" + digest(data_dir / "raw" / "orders" / "f.csv")
     assert q("SELECT count(*) FROM orders") == [(5,)]
 
 

@@ -11,7 +11,6 @@ checks, and fail the file's partition at commit.
 
 
 import concurrent.futures
-import hashlib
 import json
 import time
 import uuid
@@ -98,6 +97,7 @@ class Stager:
         self.ice = catalog.iceberg()
         self.tables = None
         self._snapshot_table = None
+        self._algorithm: str | None = None
         self.run_id = context.run.run_id
         self.newest_upload: tuple[float, str] | None = None  # (changed time, key): freshness
         self.fallback_version = int(context.instance.get_run_record_by_id(
@@ -222,13 +222,14 @@ class Stager:
         hashed first (with the count, in one read), so an identical re-upload is skipped
         before any cleaning; a new key is hashed while the engine cleans it.
         """
-        local, hasher = pinned.path, hashlib.sha256()
+        local, algorithm = pinned.path, self._hash_algorithm()
+        hasher = st.new_hasher(algorithm)
         record.signature = pinned.info.signature
         counted = index = None
         if st.read_ledger(self.lake, self.contract.name, key) is not None:
             counted, index = scan_source(local, self.contract, _compression(local, self.contract),
                                          hasher=hasher)
-            record.content_hash = "sha256:" + hasher.hexdigest()
+            record.content_hash = f"{algorithm}:{hasher.hexdigest()}"
             if self._unchanged(key, record.content_hash):
                 record.status = st.UNCHANGED
                 record.reason = "same content as the committed version"
@@ -252,12 +253,18 @@ class Stager:
                                 on_written=written)
         except (CleanError, UnicodeError) as e:
             if counted is None:  # clean_file finished hashing before it raised
-                record.content_hash = "sha256:" + hasher.hexdigest()
+                record.content_hash = f"{algorithm}:{hasher.hexdigest()}"
             record.reason = f"{type(e).__name__}: {e}"
             return None
-        record.content_hash = "sha256:" + hasher.hexdigest()
+        record.content_hash = f"{algorithm}:{hasher.hexdigest()}"
         result.eff, result.data_table, result.early = eff, data_table, early
         return result
+
+    def _hash_algorithm(self) -> str:
+        """The dataset's content-hash algorithm (see staging.hash_algorithm), once per run."""
+        if self._algorithm is None:
+            self._algorithm = st.hash_algorithm(self.lake, self.contract.name)
+        return self._algorithm
 
     def _committed_version(self, key: str) -> int | None:
         """The committed version of `key` as of this run's start (the commit re-checks)."""

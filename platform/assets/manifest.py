@@ -11,7 +11,6 @@ partition fails with the reason, until a fixed archive is uploaded.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import time
 import zipfile
@@ -24,11 +23,11 @@ from .. import staging as st
 from ..cleaning import StagedFile
 from ..images.archives import ArchiveError, archive_kind
 from ..images.manifest import load_labels_csv, manifest_rows
+from ..records import _feed
 from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema
 from .audit import WARN, rejected_share
 from .clean import Stager, raw_key
 
-CHUNK = 1 << 22
 
 
 class ManifestResult:
@@ -81,11 +80,10 @@ class ImageStager(Stager):
     def _clean(self, key: str, rk: str, pinned, record: st.StagingRecord, work, pool):
         t0 = time.perf_counter()
         record.signature = pinned.info.signature
-        hasher = hashlib.sha256()
-        with open(pinned.path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                hasher.update(chunk)
-        record.content_hash = "sha256:" + hasher.hexdigest()
+        algorithm = self._hash_algorithm()
+        hasher = st.new_hasher(algorithm)
+        _feed(pinned.path, hasher)
+        record.content_hash = f"{algorithm}:{hasher.hexdigest()}"
         if st.read_ledger(self.lake, self.contract.name, key) is not None \
                 and self._unchanged(key, record.content_hash):
             record.status = st.UNCHANGED
