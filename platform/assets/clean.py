@@ -158,8 +158,7 @@ class Stager:
             # Flush the staged files to disk while they are local (the move into the lake then
             # waits for nothing), beside the reads begun when they were written.
             flushed = pool.submit(self.lake.prepare_move, moving)
-            reads = result.early or self._read_staged(pool, [f.path for f in result.files], eff)
-            record.profile, record.key_facts = self._finish_reads(reads)
+            record.profile, record.key_facts = self._finish_reads(result.early)
             flushed.result()
             crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
