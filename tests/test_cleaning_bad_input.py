@@ -184,6 +184,21 @@ def test_ten_megabyte_line_is_kept_as_a_string(tmp_path):
     assert lengths == {1: 1, 2: size, 3: 1}
 
 
+def test_lines_of_nearly_max_line_bytes_across_reader_buffers_are_kept(tmp_path):
+    """DuckDB's CSV buffers are sized at two maximum lines (at least 32 MiB), not its default
+    sixteen: three values of 16 MiB - 64 bytes, one of them across the 32 MiB boundary where
+    the reader's first buffer ends, all parse as data."""
+    size = 16 * 1024 * 1024 - 64
+    text = "id,name\n" + "".join(f"{i},{'s' if i % 2 else chr(96 + i) * size}\n"
+                                   for i in range(1, 8))
+    assert len(text) > 3 * size and len(text) > 32 * 1024 * 1024
+    result = _clean(tmp_path, "a.csv", text, _contract(ID_NAME))
+    _accounted(result, 7)
+    assert result.rows_rejected == 0
+    lengths = {r["id"]: len(r["name"]) for r in _rows(result)}
+    assert lengths == {1: 1, 2: size, 3: 1, 4: size, 5: 1, 6: size, 7: 1}
+
+
 def test_line_over_max_line_bytes_is_rejected(tmp_path):
     contract = _contract(ID_NAME, {"max_line_bytes": 4096})
     text = f"id,name\n1,a\n2,{'z' * 10_000}\n3,c\n"

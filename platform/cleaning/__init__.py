@@ -42,6 +42,7 @@ from .base import (
     StagedFile,
     _compression,
     _connect,
+    _line_options,
     _list,
     _sniff_text,
 )
@@ -69,7 +70,7 @@ def infer_columns(path: Path, contract: Contract, scratch: Path) -> tuple[Column
                 f"delim={_lit(fmt.delimiter)}, quote={_lit(fmt.quote)}, escape={_lit(fmt.escape)}, "
                 f"nullstr={_list(fmt.null_markers)}, compression={_lit(compression)}, "
                 f"encoding={_lit(fmt.encoding)}, sample_size=20480, ignore_errors=true, "
-                f"max_line_size={fmt.max_line_bytes})"
+                f"{_line_options(fmt.max_line_bytes)})"
             )
         elif fmt.type == "jsonl":
             src = (f"read_json({_lit(str(path))}, format='newline_delimited', "

@@ -22,6 +22,7 @@ from .base import (
     _collect_ok,
     _csv_reader,
     _footer_rows,
+    _line_options,
     _list,
     _short,
     _sniff_text,
@@ -171,7 +172,7 @@ def _clean_csv(con, path: Path, contract: Contract, staging: Path, source_key: s
         f"auto_detect=false, delim={_lit(fmt.delimiter)}, quote={_lit(fmt.quote)}, "
         f"escape={_lit(fmt.escape)}, nullstr={_list(fmt.null_markers)}, {force_not_null}"
         f"compression={_lit(compression)}, encoding={_lit(fmt.encoding)}, "
-        f"max_line_size={fmt.max_line_bytes}, store_rejects=true, "
+        f"{_line_options(fmt.max_line_bytes)}, store_rejects=true, "
         f"rejects_table='reject_errors', rejects_scan='reject_scans', "
         f"timestampformat='ISO', dateformat='%Y-%m-%d')"
     )

@@ -16,6 +16,7 @@ from .base import (
     CleanResult,
     OutputSpec,
     _collect_ok,
+    _line_options,
     _short,
     _sniff_text,
     _wide_decimal,
@@ -39,7 +40,7 @@ def _clean_typed_cast(con, path: Path, contract: Contract, staging: Path, source
             f"(SELECT row_number() OVER () AS _line, j AS _raw FROM read_csv({_lit(str(path))}, "
             f"columns={{'j': 'VARCHAR'}}, header=false, delim=E'\\x1e', quote='', escape='', "
             f"auto_detect=false, compression={_lit(compression)}, encoding={_lit(fmt.encoding)}, "
-            f"max_line_size={fmt.max_line_bytes}, strict_mode=false, store_rejects=true))"
+            f"{_line_options(fmt.max_line_bytes)}, strict_mode=false, store_rejects=true))"
         )
 
         def value(c: Column) -> str:
