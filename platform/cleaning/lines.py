@@ -3,7 +3,7 @@
 A file can have as many rejected rows as it has rows (a systematic type error in a 100 GB file),
 so nothing here holds the rejects in memory: DuckDB's reject table is read in batches in line
 order, each batch's byte positions are mapped to physical lines by a forward pass over the file
-(with the record counter's line index, a pass over at most a MiB before each rejected line), and
+(with the record counter's line index, a pass over at most 64 KiB before each rejected line), and
 the rows are appended to a Parquet file that DuckDB reads back when it writes the final
 rejected file.
 """
