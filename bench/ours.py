@@ -104,8 +104,8 @@ SEQUENTIAL = ("copy raw file (names SQL would take for patterns)", "catalog conn
               "profile + key facts (what is left of them after clean_file)",
               "upload staged files", "audits", "commit (data + rejected)", "verify commit",
               "expose views", "drift check", "records + ledger I/O")
-OVERLAPPING = {"record count (thread inside clean_file)": "clean_file",
-               "content hash (thread inside clean_file)": "clean_file",
+OVERLAPPING = {"record count + content hash (one read, thread inside clean_file)": "clean_file",
+               "content hash alone (thread inside clean_file)": "clean_file",
                "column profile (thread from when the files are written)": "clean_file",
                "primary-key facts (thread from when the files are written)": "clean_file",
                "primary-key check (inside commit)": "commit (data + rejected)"}
@@ -156,8 +156,9 @@ def _instrument() -> Phases:
     ph.wrap(DuckDBCatalog, "expose", "expose views")
     ph.wrap(LocalObjectStore, "put_bytes", "records + ledger I/O")
     ph.wrap(LocalObjectStore, "get_bytes", "records + ledger I/O")
-    ph.wrap(cleaning_pkg, "scan_source", "record count (thread inside clean_file)")
-    ph.wrap(cleaning_pkg, "_feed", "content hash (thread inside clean_file)")
+    ph.wrap(cleaning_pkg, "scan_source",
+            "record count + content hash (one read, thread inside clean_file)")
+    ph.wrap(cleaning_pkg, "_feed", "content hash alone (thread inside clean_file)")
     ph.wrap(table_mod, "primary_key_conflicts", "primary-key check (inside commit)")
     return ph
 
