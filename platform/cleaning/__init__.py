@@ -1,7 +1,7 @@
 """The cleaning engine: one raw file in, typed Parquet plus rejected rows out, on local disk.
 
 DuckDB does the work. For CSV its reader parses and types in parallel and streams, so memory
-stays bounded whatever the file size (~690 MB peak on 1.1 GB, see bench/), and `store_rejects`
+stays bounded whatever the file size (~420 MB peak on 1.1 GB, see bench/), and `store_rejects`
 keeps every row it cannot parse (wrong field count, bad value, bad encoding, oversized line, a
 null in a non-nullable typed column) with its position and raw text, where pyarrow would stop at
 the first bad value and pandas would pad silently. Rules the reader cannot enforce (nulls in
@@ -152,7 +152,7 @@ def clean_file(
     bytes_in = path.stat().st_size
     if memory_limit is None:
         # Each DuckDB thread buffers a row group while writing Parquet: 768 MB holds two
-        # threads with room to spare (measured: ~690 MB peak RSS on 1.1 GB, flat with size).
+        # threads with room to spare (measured: ~420 MB peak RSS on 1.1 GB, flat with size).
         memory_limit = f"{max(768, 384 * (threads or os.cpu_count() or 2))}MB"
     # The raw file's records are counted by an independent scan, concurrently with the parse,
     # at background priority. The hash is fed by the same read: reading 1.1 GB from the page
