@@ -158,7 +158,7 @@ def _instrument() -> Phases:
     ph.wrap(LocalObjectStore, "get_bytes", "records + ledger I/O")
     ph.wrap(cleaning_pkg, "scan_source",
             "record count + content hash (one read, thread inside clean_file)")
-    ph.wrap(cleaning_pkg, "_feed", "content hash alone (thread inside clean_file)")
+    ph.wrap(cleaning_pkg, "feed_hasher", "content hash alone (thread inside clean_file)")
     ph.wrap(table_mod, "primary_key_conflicts", "primary-key check (inside commit)")
     return ph
 

@@ -54,7 +54,7 @@ def scan_source(path: Path, contract: Contract, compression: str | None = None, 
     counter = counter_for(contract)
     if counter is None:
         if hasher is not None:
-            _feed(path, hasher)
+            feed_hasher(path, hasher)
         return pq.ParquetFile(path).metadata.num_rows, None
     if compression is None:
         compression = contract.format.compression
@@ -63,7 +63,7 @@ def scan_source(path: Path, contract: Contract, compression: str | None = None, 
     if compression == "gzip":
         counter.index = None
         if hasher is not None:
-            _feed(path, hasher)
+            feed_hasher(path, hasher)
         with gzip.open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 counter.update(chunk)
@@ -85,7 +85,8 @@ def _chunks(path: Path):
             yield buf if n == CHUNK else bytes(view[:n])
 
 
-def _feed(path: Path, hasher) -> None:
+def feed_hasher(path: Path, hasher) -> None:
+    """Feed `hasher` the whole file at `path`, read in CHUNK pieces."""
     for chunk in _chunks(path):
         hasher.update(chunk)
 

@@ -61,7 +61,7 @@ def test_count_and_hash_run_in_one_read_at_background_priority(tmp_path, monkeyp
     from data_platform.contracts import parse_contract
 
     seen = {}
-    real_scan, real_feed = cleaning.scan_source, cleaning._feed
+    real_scan, real_feed = cleaning.scan_source, cleaning.feed_hasher
 
     def spy(fn, name):
         def wrapped(*a, **k):
@@ -71,7 +71,7 @@ def test_count_and_hash_run_in_one_read_at_background_priority(tmp_path, monkeyp
         return wrapped
 
     monkeypatch.setattr(cleaning, "scan_source", spy(real_scan, "count"))
-    monkeypatch.setattr(cleaning, "_feed", spy(real_feed, "hash"))
+    monkeypatch.setattr(cleaning, "feed_hasher", spy(real_feed, "hash"))
     src = tmp_path / "a.csv"
     src.write_bytes(b"id,name\n1,a\n2,b\n")
     digest = hashlib.sha256(src.read_bytes()).hexdigest()

@@ -23,11 +23,10 @@ from .. import staging as st
 from ..cleaning import StagedFile
 from ..images.archives import ArchiveError, archive_kind
 from ..images.manifest import load_labels_csv, manifest_rows
-from ..records import _feed
+from ..records import feed_hasher
 from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema
 from .audit import WARN, rejected_share
 from .clean import Stager, raw_key
-
 
 
 class ManifestResult:
@@ -82,7 +81,7 @@ class ImageStager(Stager):
         record.signature = pinned.info.signature
         algorithm = self._hash_algorithm()
         hasher = st.new_hasher(algorithm)
-        _feed(pinned.path, hasher)
+        feed_hasher(pinned.path, hasher)
         record.content_hash = f"{algorithm}:{hasher.hexdigest()}"
         if st.read_ledger(self.lake, self.contract.name, key) is not None \
                 and self._unchanged(key, record.content_hash):

@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 
 from ..contracts import EXTENSIONS, Column, Contract, contract_type_from_duckdb, normalize_names
-from ..records import LineIndex, _feed, scan_source
+from ..records import LineIndex, feed_hasher, scan_source
 from ..sql import quote_literal as _lit
 from .flush import FlushBehind
 from .base import (
@@ -161,10 +161,11 @@ def clean_file(
     # passes `source_records`; then the scan only hashes.
     scan = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=_background,
                                                  initargs=(SCAN_NICE,))
-    counted = scan.submit(scan_source, path, contract, compression, hasher=hasher) \
-        if source_records is None else None
-    hashed = scan.submit(_feed, path, hasher) \
-        if hasher is not None and source_records is not None else counted
+    if source_records is None:
+        counted = hashed = scan.submit(scan_source, path, contract, compression, hasher=hasher)
+    else:
+        counted = None
+        hashed = scan.submit(feed_hasher, path, hasher) if hasher is not None else None
 
     def index_of_lines():
         """The counter's line index (waiting for it), for mapping rejects to lines; None
