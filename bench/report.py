@@ -141,7 +141,7 @@ def _phase_lines(title: str, phases: dict, total: float, sequential, overlapping
     return out
 
 
-def report(best: dict, meta: dict, columns: list[str], repeat: int) -> str:
+def report(best: dict, meta: dict, columns: list[str], runs: str) -> str:
     """Print everything; return the last line."""
     size_mb = meta["bytes"] / MIB
     ours = best.get("ours") if "error" not in best.get("ours", {"error": 1}) else None
@@ -161,7 +161,7 @@ def report(best: dict, meta: dict, columns: list[str], repeat: int) -> str:
     print()
     print(f"input: {size_mb:.0f} MB, {meta['rows']:,} data rows, "
           f"{sum(meta['malformed'].values())} malformed ({meta['malformed']}); warm page cache; "
-          f"{os.cpu_count()} CPUs; best of {repeat}; each side in its own process")
+          f"{os.cpu_count()} CPUs; {runs}; each side in its own process")
     head = (f"{'side':<37} {'seconds':>7} {'MB/s':>6} {'CPU s':>6} {'peak RSS MB':>11} "
             f"{'rows written':>12} {'rejected':>8}  correctness")
     print(head)
