@@ -100,14 +100,15 @@ class Phases:
 
 # Phases on the run's critical path, in order; the rest overlap them or nest inside them.
 SEQUENTIAL = ("copy raw file (names SQL would take for patterns)", "catalog connection",
-              "schema + table setup", "clean_file",
-              "profile + key facts (what is left of them after clean_file)",
-              "upload staged files", "audits", "commit (data + rejected)", "verify commit",
-              "expose views", "drift check", "records + ledger I/O")
+              "schema + table setup", "clean_file", "upload staged files", "audits",
+              "commit (data + rejected)", "verify commit", "expose views",
+              "profile + key facts: waits for the reads handed to the table step",
+              "drift check", "records + ledger I/O")
 OVERLAPPING = {"record count + content hash (one read, thread inside clean_file)": "clean_file",
                "content hash alone (thread inside clean_file)": "clean_file",
                "column profile (thread from when the files are written)": "clean_file",
                "primary-key facts (thread from when the files are written)": "clean_file",
+               "waits for the key facts (inside commit)": "commit (data + rejected)",
                "primary-key check (inside commit)": "commit (data + rejected)"}
 
 
@@ -133,6 +134,7 @@ def _instrument_clean() -> Phases:
 
 def _instrument() -> Phases:
     import data_platform.assets.clean as clean_mod
+    import data_platform.assets.reads as reads_mod
     import data_platform.assets.table as table_mod
     import data_platform.cleaning as cleaning_pkg
     from data_platform.resources.catalog import DuckDBCatalog
@@ -144,8 +146,9 @@ def _instrument() -> Phases:
     ph.wrap(clean_mod, "ensure_dataset_tables", "schema + table setup")
     ph.wrap(clean_mod, "clean_file", "clean_file")
     ph.wrap(DuckDBCatalog, "iceberg", "catalog connection")
-    ph.wrap(clean_mod.Stager, "_finish_reads",
-            "profile + key facts (what is left of them after clean_file)")
+    ph.wrap(reads_mod.Pending, "key_facts", "waits for the key facts (inside commit)")
+    ph.wrap(reads_mod.Pending, "column_profile",
+            "profile + key facts: waits for the reads handed to the table step")
     ph.wrap(clean_mod, "profile_files", "column profile (thread from when the files are written)")
     ph.wrap(clean_mod, "key_facts", "primary-key facts (thread from when the files are written)")
     ph.wrap(LocalObjectStore, "put_file", "upload staged files")

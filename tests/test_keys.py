@@ -134,9 +134,9 @@ def test_key_facts_that_cannot_be_computed_are_left_to_the_commit(tmp_path):
 
 
 def test_a_profile_that_cannot_be_computed_fails_nothing(data_dir, instance, monkeypatch):
-    """The profile and the key facts read the cleaned files side by side from the moment they
-    are written; a profile that fails is logged and left out: the file still commits, its
-    staged key facts still spare the commit a read of the keys."""
+    """The key facts and the profile read the cleaned files from the moment they are written,
+    handed to the table step; a profile that fails is logged and left out: the file still
+    commits, its staged key facts still spare the commit a read of the keys."""
     import data_platform.assets.clean as clean_mod
     import duckdb
 

@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 import dagster as dg
-import duckdb
 
 from .. import staging as st
 from ..cleaning import CleanError, _compression, clean_file, infer_columns
@@ -33,6 +32,7 @@ from ..tables.commit import committed_files
 from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema, field_ids
 from ..tables.store import ensure_dataset_tables, load_table, rejected_name, staging_prefix
 from ..versions import IngestConfig
+from . import reads
 from .audit import AUDITS, audit_staged
 from .keys import key_facts
 
@@ -133,8 +133,9 @@ class Stager:
             record.status = st.SUPERSEDED
             record.reason = f"version {committed} is already committed (this run has {version})"
             return self._save(record)
-        # The pool reads the cleaned files while they are local (profile, key facts) and
-        # flushes them, side by side; it is done with them before the folder goes.
+        # The pool flushes the cleaned files while they are local (and reads them when the
+        # reads cannot be handed to the table step: see reads.py); it is done with them
+        # before the folder goes.
         with self.scratch.tempdir(prefix=f"stage-{ds}-") as work, \
                 concurrent.futures.ThreadPoolExecutor(3) as pool:
             try:
@@ -158,7 +159,10 @@ class Stager:
             # Flush the staged files to disk while they are local (the move into the lake then
             # waits for nothing), beside the reads begun when they were written.
             flushed = pool.submit(self.lake.prepare_move, moving)
-            record.profile, record.key_facts = self._finish_reads(result.early)
+            pending, deferred = result.early.get("reads", (None, False))
+            if pending is not None and not deferred:
+                record.key_facts = pending.key_facts()
+                record.profile = pending.column_profile(self.context.log, f"{ds}/{key}")
             flushed.result()
             crash_point("stage")
             tag = f"{st.slug(key)}-v{version}-{uuid.uuid4().hex[:8]}"
@@ -177,33 +181,43 @@ class Stager:
             failed = [a for a in audits if a.blocks()]
             record.status = st.FAILED if failed else st.STAGED
             record.reason = "; ".join(f"{a.name}: {a.reason}" for a in failed)
+            if deferred and record.status == st.STAGED:
+                reads.hand_over(record, pending)  # the table step takes them in this process
+            elif deferred:
+                pending.cancel()  # not committed: nothing needs them
             self.context.log.info(
                 f"{rk}: {result.source_records} records, {result.rows_written} staged, "
                 f"{result.rows_rejected} rejected, {result.seconds:.2f}s: {record.status}"
                 + (f" ({record.reason})" if record.reason else ""))
             return self._save(record)
 
-    def _read_staged(self, pool, paths: list, eff: Contract) -> dict:
-        """Start the reads of the cleaned files the record keeps, in `pool`: the column profile
-        (for drift) and the primary-key facts (the commit's check then reads no key again).
-        Returns their futures by name ("profile", "facts"), for what the dataset has."""
-        if self.contract.kind != "table":
-            return {}
-        reads = {"profile": pool.submit(profile_files, paths, eff)}
-        if eff.primary_key:
-            reads["facts"] = pool.submit(key_facts, paths, eff.primary_key)
-        return reads
+    def keep_reads(self, recs: list[st.StagingRecord]) -> None:
+        """Wait for the reads handed over with `recs` and save them in the records: for a run
+        without the table step, so a later commit (in another process) still finds them."""
+        for r in recs:
+            pending = reads.take(r) if r.status == st.STAGED else None
+            if pending is not None:
+                r.key_facts = pending.key_facts()
+                r.profile = pending.column_profile(self.context.log, f"{r.dataset}/{r.key}")
+                r.save(self.lake)
 
-    def _finish_reads(self, reads: dict) -> tuple[dict | None, dict | None]:
-        """(column profile, key facts) of the reads begun by `_read_staged`, waited for; a
-        profile that could not be computed is logged and left out, never failing the file."""
-        facts = reads["facts"].result() if "facts" in reads else None
-        try:
-            profile = reads["profile"].result() if "profile" in reads else None
-        except duckdb.Error as e:
-            self.context.log.warning(f"{self.contract.name}: no column profile: {e}")
-            profile = None
-        return profile, facts
+    def _read_staged(self, pool, paths: list, eff: Contract
+                     ) -> tuple[reads.Pending | None, bool]:
+        """Start the reads of the cleaned files kept in the staging record: the primary-key
+        facts (the commit's check then reads no key again) and the column profile (drift).
+        Returns (their reads, whether they were handed to the table step: see reads.py); the
+        reads run in `pool` when they cannot be handed over."""
+        pk = eff.primary_key
+        facts = (lambda files: key_facts(files, pk)) if pk else None
+        profile = (lambda files: profile_files(files, eff)) if self.contract.kind == "table" \
+            else None
+        if facts is None and profile is None:
+            return None, False
+        pending = reads.start(paths, self.scratch.root(), facts, profile)
+        if pending is not None:
+            return pending, True
+        return reads.Pending(*(pool.submit(fn, paths) if fn else None
+                               for fn in (facts, profile))), False
 
     def _audits(self, eff: Contract, data_table, result, record: st.StagingRecord) -> list:
         """The per-file audits of the staged files (see assets/audit.py)."""
@@ -240,7 +254,7 @@ class Stager:
             data_table, rejected_table = self._tables(eff)
 
             def written(files) -> None:  # final: read them while the engine maps its rejects
-                early.update(self._read_staged(pool, [f.path for f in files], eff))
+                early["reads"] = self._read_staged(pool, [f.path for f in files], eff)
             result = clean_file(local, eff, work / "out", source_key=rk,
                                 field_ids=field_ids(data_table.schema()),
                                 rejected_field_ids=field_ids(rejected_table.schema()),
@@ -334,6 +348,15 @@ def _summary(recs: list[st.StagingRecord]) -> dict[str, Any]:
     }
 
 
+def _runs_step(run, asset: dg.AssetKey) -> bool:
+    """Whether `run` executes the step of `asset` (a run of the whole job, or a selection or
+    re-execution that includes it; a run of the whole job may carry an empty selection)."""
+    if run.asset_selection and asset not in run.asset_selection:
+        return False
+    steps = run.step_keys_to_execute
+    return steps is None or asset.to_python_identifier() in steps
+
+
 def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                         raw_asset_key: dg.AssetKey) -> dg.AssetsDefinition:
     ds = contract.name
@@ -380,5 +403,7 @@ def build_cleaned_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             record_upload(stager.lake, ds, *stager.newest_upload)
         yield dg.MaterializeResult(metadata=_summary(recs))
         yield from check_results(key, recs)
+        if not _runs_step(context.run, dg.AssetKey(["table", ds])):
+            stager.keep_reads(recs)  # no table step in this run takes them over
 
     return cleaned

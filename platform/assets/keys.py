@@ -249,9 +249,10 @@ def _sorted_unique(io, paths: list[str], column: str) -> tuple[int, object, obje
     chunks = [c for col in parts for c in col.chunks if len(c)]
     bounds = pc.min_max(pa.chunked_array(chunks))
     lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-    ints = [c.cast(pa.int32() if pa.types.is_date32(c.type) else pa.int64()) for c in chunks]
-    first = min(int(pc.min(c).as_py()) for c in ints)
-    span = max(int(pc.max(c).as_py()) for c in ints) - first + 1
+    as_int = pa.int32() if pa.types.is_date32(chunks[0].type) else pa.int64()
+    ints = [c.cast(as_int) for c in chunks]
+    first = int(bounds["min"].cast(as_int).as_py())
+    span = int(bounds["max"].cast(as_int).as_py()) - first + 1
     if span <= DENSE_SPAN * rows:  # dense keys (ids): one flag per possible value
         seen = np.zeros(span, bool)
         for c in ints:

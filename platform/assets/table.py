@@ -21,6 +21,7 @@ from ..resources.storage import StorageResource
 from ..sizing import FargatePrices, estimate_run_cost
 from ..tables.commit import CommitOutcome, StagedVersion, commit_versions, committed_files
 from ..tables.store import load_table, rejected_name
+from . import reads
 from .keys import primary_key_conflicts
 
 
@@ -164,12 +165,18 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
         recs = {k: st.latest_record(lake, ds, k) for k in context.partition_keys}
         ready_list, failed = _refusals(recs)
         ready = {r.key: r for r in ready_list}
+        # The key facts and profiles the cleaned step left reading (reads.py), kept in the
+        # records as they are saved below.
+        pending = {k: p for k, r in ready.items() if (p := reads.take(r)) is not None}
         removed = _renamed_from(storage, lake, ds, ready_list, run_keys)
         pk_meta: dict = {}
 
         def validate(table, go, existing):
             if not contract.primary_key:
                 return {}
+            for k, p in pending.items():
+                if ready[k].key_facts is None:
+                    ready[k].key_facts = p.key_facts()
             refused, pk_meta["last"] = primary_key_conflicts(
                 table, go, replaced={s.key for s in go} | removed, pk=contract.primary_key,
                 facts={k: r.key_facts for k, r in ready.items()})
@@ -233,6 +240,12 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
             **run_cost(context),
         }
         if contract.kind == "table":
+            for k, p in pending.items():
+                r = ready[k]
+                if r.profile is None and k in data_out.committed:
+                    r.profile = p.column_profile(context.log, f"{ds}/{k}")
+                    if r.profile is not None:
+                        r.save(lake)  # the drift history can be rebuilt from the records
             yield _drift_result(context, contract, lake, ready, data_out)
         if failed:
             for k in run_keys - set(failed):

@@ -90,13 +90,13 @@ def infer_columns(path: Path, contract: Contract, scratch: Path) -> tuple[Column
     )
 
 
-# Niceness of the thread that counts (and hashes) the raw file (see _background): 10 yields to
-# DuckDB's threads (weight 110 against 1024) without starving when other processes load the
+# Niceness of the thread that counts (and hashes) the raw file (see lower_priority): 10 yields
+# to DuckDB's threads (weight 110 against 1024) without starving when other processes load the
 # machine.
 SCAN_NICE = 10
 
 
-def _background(nice: int) -> None:
+def lower_priority(nice: int) -> None:
     """Lower the calling thread's priority (Linux schedules threads apart: niceness is per
     thread). The count and the hash then run on what DuckDB's parallel COPY leaves idle (its
     threads use ~1.85 of 2 cores) instead of taking a share of the CPU from it; what is left
@@ -159,7 +159,7 @@ def clean_file(
     # cache costs 0.4-0.7 s of CPU here, and a second thread reading it again was 0.3 s slower
     # on average (alternating runs). A caller that counted the records while copying the file
     # passes `source_records`; then the scan only hashes.
-    scan = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=_background,
+    scan = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=lower_priority,
                                                  initargs=(SCAN_NICE,))
     if source_records is None:
         counted = hashed = scan.submit(scan_source, path, contract, compression, hasher=hasher)

@@ -183,7 +183,8 @@ def evaluate_run(contract: Contract, lake: ObjectStore, files: list[dict], run_i
         profile = f.get("profile")
         if not profile:
             results[f["key"]] = {"scores": {}, "parts": {}, "drifted": {},
-                                 "note": "no profile recorded (staged before drift checks)"}
+                                 "note": "no profile recorded (staged before drift checks, "
+                                         "or its reads died with the process that staged it)"}
             continue
         window = [e["profile"] for e in history[-keep:]]
         result = score_profile(contract, profile, window)
