@@ -102,7 +102,7 @@ class Phases:
 SEQUENTIAL = ("copy raw file (names SQL would take for patterns)", "catalog connection",
               "schema + table setup", "clean_file", "upload staged files", "audits",
               "commit (data + rejected)", "verify commit", "expose views",
-              "profile + key facts: waits for the reads handed to the table step",
+              "waits for the handed-over profile (before drift)",
               "drift check", "records + ledger I/O")
 OVERLAPPING = {"record count + content hash (one read, thread inside clean_file)": "clean_file",
                "content hash alone (thread inside clean_file)": "clean_file",
@@ -148,7 +148,7 @@ def _instrument() -> Phases:
     ph.wrap(DuckDBCatalog, "iceberg", "catalog connection")
     ph.wrap(reads_mod.Pending, "key_facts", "waits for the key facts (inside commit)")
     ph.wrap(reads_mod.Pending, "column_profile",
-            "profile + key facts: waits for the reads handed to the table step")
+            "waits for the handed-over profile (before drift)")
     ph.wrap(clean_mod, "profile_files", "column profile (thread from when the files are written)")
     ph.wrap(clean_mod, "key_facts", "primary-key facts (thread from when the files are written)")
     ph.wrap(LocalObjectStore, "put_file", "upload staged files")

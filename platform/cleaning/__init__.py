@@ -98,10 +98,12 @@ SCAN_NICE = 10
 
 def lower_priority(nice: int) -> None:
     """Lower the calling thread's priority (Linux schedules threads apart: niceness is per
-    thread). The count and the hash then run on what DuckDB's parallel COPY leaves idle (its
-    threads use ~1.85 of 2 cores) instead of taking a share of the CPU from it; what is left
-    when the COPY ends runs at once on the cores it frees. Measured on the 1.1 GB bench file,
-    2 cores, alternating runs: clean_file with the hash ~0.5 s faster on average."""
+    thread; threads it starts, such as a DuckDB connection's, inherit it). Used for the staged
+    files' profile too (assets/reads.py). The count and the hash run on what DuckDB's parallel
+    COPY leaves idle (its threads use ~1.85 of 2 cores) instead of taking a share of the CPU
+    from it; what is left when the COPY ends runs at once on the cores it frees. Measured on
+    the 1.1 GB bench file, 2 cores, alternating runs: clean_file with the hash ~0.5 s faster
+    on average."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
         if nice:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
