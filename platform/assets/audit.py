@@ -4,17 +4,20 @@ Each audit reads what was actually staged (Parquet footers: row counts, schemas 
 null counts) and compares it with something computed independently of the cleaning engine: the
 raw file's own record count, the table's schema, the contract. None of them reads data pages, so
 their cost grows with the change, not the table. The primary-key audit runs at commit time,
-against the exact snapshot being committed on (see assets/table.py).
+against the exact snapshot being committed on (see assets/table.py). `check_results` turns the
+audits kept in a run's staging records into the cleaned asset's Dagster check results.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 
+from .. import staging as st
 from ..contracts import Contract
 
 ERROR, WARN = "ERROR", "WARN"
@@ -143,6 +146,8 @@ def rejected_share(contract: Contract, rejected_rows: int, records: int | None) 
 
 
 AUDITS = ("rows_reconcile", "schema_matches_contract", "not_null", "rejected_share")
+READABLE = "file_readable"  # the check of the files that could not be read at all
+CHECKS = (READABLE,) + AUDITS  # the cleaned asset's checks, in order
 
 
 def audit_staged(io: FileIO, contract: Contract, expected: pa.Schema, source_records: int | None,
@@ -156,3 +161,31 @@ def audit_staged(io: FileIO, contract: Contract, expected: pa.Schema, source_rec
         audit_not_null(contract, data),
         audit_rejected_share(contract, source_records, rejected),
     ]
+
+
+def check_results(asset_key: dg.AssetKey, recs: list[st.StagingRecord]) -> list:
+    """One AssetCheckResult per check of the cleaned asset over the run's files (their records'
+    audits), naming every file that failed."""
+    out = []
+    for name in CHECKS:
+        failed, warned, detail = {}, {}, {}
+        for r in recs:
+            if name == READABLE:
+                if r.status == st.UNREADABLE:
+                    failed[r.key] = r.reason
+                continue
+            a = r.audit.get(name)
+            if a is None:
+                continue
+            detail[r.key] = a["metadata"]
+            if not a["passed"]:
+                (failed if a["severity"] == "ERROR" else warned)[r.key] = a["reason"]
+        severity = dg.AssetCheckSeverity.ERROR if failed else dg.AssetCheckSeverity.WARN
+        out.append(dg.AssetCheckResult(
+            asset_key=asset_key, check_name=name, passed=not failed and not warned,
+            severity=severity,
+            metadata={"failed": dg.MetadataValue.json(failed),
+                      "warned": dg.MetadataValue.json(warned),
+                      "files": len(recs), "detail": dg.MetadataValue.json(detail)},
+        ))
+    return out

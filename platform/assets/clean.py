@@ -33,11 +33,8 @@ from ..tables.schema import SOURCE_KEY, SOURCE_VERSION, arrow_schema, field_ids
 from ..tables.store import ensure_dataset_tables, load_table, rejected_name, staging_prefix
 from ..versions import IngestConfig
 from . import reads
-from .audit import AUDITS, audit_staged
+from .audit import READABLE, audit_staged, check_results
 from .keys import key_facts
-
-READABLE = "file_readable"
-CHECKS = (READABLE,) + AUDITS
 
 
 def raw_key(contract: Contract, partition_key: str) -> str:
@@ -301,33 +298,6 @@ class Stager:
                                      f"{record.reason}")
         record.save(self.lake)
         return record
-
-
-def check_results(asset_key: dg.AssetKey, recs: list[st.StagingRecord]) -> list:
-    """One AssetCheckResult per check over the run's files, naming every file that failed."""
-    out = []
-    for name in CHECKS:
-        failed, warned, detail = {}, {}, {}
-        for r in recs:
-            if name == READABLE:
-                if r.status == st.UNREADABLE:
-                    failed[r.key] = r.reason
-                continue
-            a = r.audit.get(name)
-            if a is None:
-                continue
-            detail[r.key] = a["metadata"]
-            if not a["passed"]:
-                (failed if a["severity"] == "ERROR" else warned)[r.key] = a["reason"]
-        severity = dg.AssetCheckSeverity.ERROR if failed else dg.AssetCheckSeverity.WARN
-        out.append(dg.AssetCheckResult(
-            asset_key=asset_key, check_name=name, passed=not failed and not warned,
-            severity=severity,
-            metadata={"failed": dg.MetadataValue.json(failed),
-                      "warned": dg.MetadataValue.json(warned),
-                      "files": len(recs), "detail": dg.MetadataValue.json(detail)},
-        ))
-    return out
 
 
 def _summary(recs: list[st.StagingRecord]) -> dict[str, Any]:
