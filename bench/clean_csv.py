@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {i + 1}: {label} ...", flush=True)
             r = run_child(side, path, runs / label, partitioned, args)
             state = f"FAILED after {r['seconds']:.1f}s: {r['error'][:300]}" if "error" in r \
-                else f"{r['seconds']:.1f}s"
+                else f"{r['seconds']:.1f}s, {r['cpu_seconds']:.1f}s CPU"
             print(f"  {state}, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
             results[label].append(r)
 

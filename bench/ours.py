@@ -20,10 +20,9 @@ from pathlib import Path
 from peers import cpu, kind, out_bytes, profile
 
 
-def side_ours(path: Path, out: Path, contract_dict: dict, module: str = "data_platform.cleaning",
-              memory_limit: str | None = None) -> dict:
-    import importlib
-
+def ours_call(path: Path, contract_dict: dict) -> tuple:
+    """(contract, keyword arguments) of `clean_file` as the platform calls it: field ids from a
+    real table schema, the lineage constants."""
     from data_platform.contracts import parse_contract
     from data_platform.tables.schema import (
         SOURCE_KEY,
@@ -34,17 +33,25 @@ def side_ours(path: Path, out: Path, contract_dict: dict, module: str = "data_pl
         table_columns,
     )
 
+    contract = parse_contract(contract_dict, where="bench")
+    return contract, {"field_ids": field_ids(new_schema(table_columns(contract))),
+                      "rejected_field_ids": field_ids(new_schema(rejected_columns())),
+                      "constants": {SOURCE_KEY: ("VARCHAR", path.name),
+                                    SOURCE_VERSION: ("BIGINT", time.time_ns())}}
+
+
+def side_ours(path: Path, out: Path, contract_dict: dict, module: str = "data_platform.cleaning",
+              memory_limit: str | None = None) -> dict:
+    import importlib
+
     clean_file = importlib.import_module(module).clean_file
     # pyarrow imports pandas on its first list conversion (the reject writer): 0.4 s that the
     # platform's run never pays (Dagster has imported it). Outside the timing, like all imports.
     importlib.import_module("pandas")
     phases = _instrument_clean() if module == "data_platform.cleaning" else Phases()
-    contract = parse_contract(contract_dict, where="bench")
-    kwargs = {"memory_limit": memory_limit} if memory_limit else {}
-    kwargs.update(field_ids=field_ids(new_schema(table_columns(contract))),
-                  rejected_field_ids=field_ids(new_schema(rejected_columns())),
-                  constants={SOURCE_KEY: ("VARCHAR", path.name),
-                             SOURCE_VERSION: ("BIGINT", time.time_ns())})
+    contract, kwargs = ours_call(path, contract_dict)
+    if memory_limit:
+        kwargs["memory_limit"] = memory_limit
     t, c = time.perf_counter(), cpu()
     try:
         res = clean_file(path, contract, out, source_key=f"raw/bench_orders/{path.name}",

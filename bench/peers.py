@@ -137,20 +137,24 @@ def side_baseline_typed(path: Path, out: Path, contract: dict) -> dict:
     return _timed(out, script)
 
 
+def bare_copy_sql(path: Path, target: Path, contract: dict) -> str:
+    """The bare DuckDB side's one statement (run after `SET preserve_insertion_order=false`)."""
+    cols = "{" + ", ".join(f"'{c['name']}': '{DUCK_TYPES[c['type']]}'"
+                           for c in contract["columns"]) + "}"
+    return (f"COPY (SELECT * FROM read_csv('{path}', columns={cols}, header=true, "
+            f"auto_detect=false, nullstr={NULLS!r}, store_rejects=true, timestampformat='ISO', "
+            f"dateformat='%Y-%m-%d')) TO '{target}' (FORMAT parquet, COMPRESSION snappy)")
+
+
 def side_duckdb_bare(path: Path, out: Path, contract: dict) -> dict:
     import duckdb
 
-    cols = "{" + ", ".join(f"'{c['name']}': '{DUCK_TYPES[c['type']]}'"
-                           for c in contract["columns"]) + "}"
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order=false")
     target = out / "out.parquet"
 
     def script() -> int:
-        con.execute(
-            f"COPY (SELECT * FROM read_csv('{path}', columns={cols}, header=true, "
-            f"auto_detect=false, nullstr={NULLS!r}, store_rejects=true, timestampformat='ISO', "
-            f"dateformat='%Y-%m-%d')) TO '{target}' (FORMAT parquet, COMPRESSION snappy)")
+        con.execute(bare_copy_sql(path, target, contract))
 
     res = _timed(out, script)
     if "error" not in res:
