@@ -16,9 +16,12 @@ What it does, in ONE run
 2. Runs each side in its own child process (`--side ...`), so memory never mixes; peak RSS is
    the child's `ru_maxrss` from `os.wait4`; seconds are the work's wall time (imports
    excluded), CPU s user+system of all its threads. The engine sides (3a, 3b, 4, 5) run
-   `--repeat` rounds (default 5; 1 with --quick), each round in a rotated order (so no side
+   `--repeat` rounds (default 7; 1 with --quick), each round in a rotated order (so no side
    always follows the same one), and the fastest run of each counts: on a shared host two runs
-   of one side often differ by 20%. The pandas sides (1, 2: ~140 s each at 1.1 GB, far from
+   of one side often differ by 20% (the progress lines give each run's CPU seconds: identical
+   clean_file runs took 16.7 s to 21.7 s of CPU within one bench, so the host's speed moved, not
+   the work). With 5 rounds one side's lucky run decided a ratio (publish_ratio 0.81 from a
+   clean_file run at 16.7 s of CPU); bench/work.py counts the work itself. The pandas sides (1, 2: ~140 s each at 1.1 GB, far from
    their target) run `--pandas-repeat` times (default 1), in the first rounds.
    1  baseline: naive pandas read_csv -> to_parquet (timestamps stay text): context only.
    2  baseline_typed: pandas producing the same typed columns (bad values coerced to NULL).
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                          "(default: clean_csv_bench in the system temp dir)")
     ap.add_argument("--repeat", type=int, default=None,
                     help="rounds of the engine sides (bare DuckDB, polars, ours, the job); the "
-                         "fastest run of each counts (default 5; 1 with --quick)")
+                         "fastest run of each counts (default 7; 1 with --quick)")
     ap.add_argument("--pandas-repeat", type=int, default=1,
                     help="runs of the pandas sides, in the first rounds (default 1)")
     ap.add_argument("--sides", default=",".join(SIDES),
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.size_mb is None:
         args.size_mb = 50 if args.quick else 1100
     if args.repeat is None:
-        args.repeat = 1 if args.quick else 5
+        args.repeat = 1 if args.quick else 7
     if args.bad_every is None:
         args.bad_every = 10_000 if args.quick else 100_000
 
