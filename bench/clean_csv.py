@@ -21,8 +21,9 @@ What it does, in ONE run
    of one side often differ by 20% (the progress lines give each run's CPU seconds: identical
    clean_file runs took 16.7 s to 21.7 s of CPU within one bench, so the host's speed moved, not
    the work). With 5 rounds one side's lucky run decided a ratio (publish_ratio 0.81 from a
-   clean_file run at 16.7 s of CPU); bench/work.py counts the work itself. The pandas sides (1, 2: ~140 s each at 1.1 GB, far from
-   their target) run `--pandas-repeat` times (default 1), in the first rounds.
+   clean_file run at 16.7 s of CPU); bench/work.py counts the work itself. The pandas sides
+   (1, 2: ~140 s each at 1.1 GB, far from their target) run `--pandas-repeat` times (default
+   1), in the first rounds.
    1  baseline: naive pandas read_csv -> to_parquet (timestamps stay text): context only.
    2  baseline_typed: pandas producing the same typed columns (bad values coerced to NULL).
    3a duckdb_bare: DuckDB's own `COPY (SELECT * FROM read_csv(<contract types>,
