@@ -12,6 +12,7 @@ launch it again.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 MANAGED = "# Managed by data-platform:"
 
-INSTANCE_YAML = f"""{MANAGED} `make dev` rewrites this file while this line is here.
+INSTANCE_YAML = MANAGED + """ `make dev` rewrites this file while this line is here.
 # Delete the line to keep your own edits.
 telemetry:
   enabled: false
@@ -68,7 +69,23 @@ retention:
       skipped: 1
       failure: 30
       success: -1
+
+# Dagster's SQLite storage (the same files under storage/) with its connections kept open:
+# ~1 s less per ingest run than `storage: sqlite`, which opens and closes a database per event
+# (see data_platform/local_storage.py). Replacing this block by `storage: {{sqlite: {{base_dir:
+# ...}}}}` with the same folder goes back to Dagster's own; the history stays.
+storage:
+  custom:
+    module: data_platform.local_storage
+    class: PooledSqliteStorage
+    config:
+      base_dir: {storage}
 """
+
+
+def instance_yaml(home: str | Path) -> str:
+    """The dagster.yaml `make dev` writes into DAGSTER_HOME `home` (its storage under it)."""
+    return INSTANCE_YAML.format(storage=json.dumps(str(Path(home).resolve() / "storage")))
 
 
 def write_instance_yaml(home: str | Path) -> str:
@@ -80,10 +97,10 @@ def write_instance_yaml(home: str | Path) -> str:
         text = path.read_text()
         if not text.startswith(MANAGED):
             return f"{path}: kept (edited by hand: its first line is not the managed marker)"
-        if text == INSTANCE_YAML:
+        if text == instance_yaml(home):
             return f"{path}: up to date"
     tmp = path.with_name(".dagster.yaml.tmp")
-    tmp.write_text(INSTANCE_YAML)
+    tmp.write_text(instance_yaml(home))
     os.replace(tmp, path)
     return f"{path}: written"
 

@@ -8,6 +8,7 @@ Files that are not committed fail their partitions with the reason; the table ke
 good snapshot and the staged files stay inspectable.
 """
 
+import concurrent.futures
 import time
 
 import dagster as dg
@@ -23,6 +24,8 @@ from ..tables.commit import CommitOutcome, StagedVersion, commit_versions, commi
 from ..tables.store import load_table, rejected_name
 from . import reads
 from .keys import primary_key_conflicts
+
+_EXPOSE = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="expose")
 
 
 def _refusals(recs: dict[str, st.StagingRecord | None]) -> tuple[list[st.StagingRecord],
@@ -213,7 +216,9 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                 ready[k].save(lake)
         for k in removed:
             st.forget_ledger(lake, ds, k)
-        catalog.expose([ds, rejected_name(ds)])
+        # The views follow the new snapshots while the checks below are evaluated and
+        # reported (I/O and DuckDB beside Dagster's Python); the step ends only after them.
+        exposed = _EXPOSE.submit(catalog.expose, [ds, rejected_name(ds)])
 
         data_table = load_table(ice, ns, ds)
         if data_table is not None:
@@ -247,6 +252,7 @@ def build_table_asset(contract: Contract, partitions: dg.PartitionsDefinition,
                     if r.profile is not None:
                         r.save(lake)  # the drift history can be rebuilt from the records
             yield _drift_result(context, contract, lake, ready, data_out)
+        exposed.result()
         if failed:
             for k in run_keys - set(failed):
                 context.log_event(dg.AssetMaterialization(asset_key=key, partition=k,
