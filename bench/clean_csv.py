@@ -31,7 +31,8 @@ What it does, in ONE run
    3b polars: `scan_csv(schema) -> sink_parquet` (peers.py).
    4  ours: `clean_file` as the platform calls it (a real table's field ids, lineage columns).
    5  ours_commit: the dataset's real ingest job into a local Iceberg table (copy + hash,
-      clean, stage, audits, one commit, views), rows read back through the views (ours.py).
+      clean, stage, audits, one commit, views), rows read back through the views (ours.py),
+      on a Dagster instance as `make dev` configures it, kept across rounds.
 3. Correctness per side: ours must reject exactly the injected rows at their line numbers and
    the job must commit exactly the good rows and the rejects; for the others the table says
    what they did with the bad rows (rejected, dropped silently, kept as NULLs or as text),
@@ -75,6 +76,7 @@ def run_child(side: str, path: Path, out: Path, partitioned: bool, args) -> dict
            "--out", str(out), "--ours-module", args.ours_module]
     cmd += ["--partitioned"] if partitioned else []
     cmd += ["--memory-limit", args.memory_limit] if args.memory_limit else []
+    cmd += ["--dagster-home", str(args.dagster_home)] if args.dagster_home else []
     with tempfile.TemporaryFile() as buf:
         wall = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=buf, stderr=subprocess.STDOUT)
@@ -116,7 +118,7 @@ def child(args) -> None:
             res = ours.side_ours(args.input, args.out, contract, args.ours_module,
                                  args.memory_limit)
         else:
-            res = ours.side_ours_commit(args.input, args.out, contract)
+            res = ours.side_ours_commit(args.input, args.out, contract, args.dagster_home)
     else:
         import peers
 
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--dagster-home", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.size_mb is None:
         args.size_mb = 50 if args.quick else 1100
@@ -183,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"warming the page cache: read {size_mb:.0f} MB in {warm_cache(path):.1f}s "
           "(every side runs with the file cached)", flush=True)
     runs = workdir / "runs"
+    # The job's Dagster instance lives on across rounds, as `make dev`'s .data/dagster_home
+    # does across runs (new for each bench).
+    args.dagster_home = runs / "dagster_home"
+    shutil.rmtree(args.dagster_home, ignore_errors=True)
     sides = [(s, s, False) for s in SIDES if s in args.sides.split(",")]
     if args.partitioned:
         sides.append(("ours_partitioned", "ours", True))

@@ -5,9 +5,9 @@
 - ours_commit: the dataset's real ingest job (copy and hash the raw bytes, clean_file, stage
   into the Iceberg table's data folder, audits, one commit, views) run in-process on a Dagster
   instance configured as `make dev` configures it (`data_platform.instance`: its SQLite run and
-  event storage, in a temporary DAGSTER_HOME; an in-memory instance would leave out the ~40
-  event writes every real run pays for), with a local SQLite Iceberg catalog under a temporary
-  PLATFORM_DATA_DIR. The committed rows are read back through the DuckDB views
+  event storage, in a DAGSTER_HOME that clean_csv.py keeps across rounds; an in-memory instance
+  would leave out the ~40 event writes every real run pays for), with a local SQLite Iceberg
+  catalog under a temporary PLATFORM_DATA_DIR. The committed rows are read back through the DuckDB views
   (`DuckDBCatalog().query`) and cross-checked with the snapshot summary. Phases are timed by
   wrapping the functions the assets call (bench only; nothing in the platform changes).
 """
@@ -176,8 +176,10 @@ def _instrument() -> Phases:
     return ph
 
 
-def side_ours_commit(path: Path, out: Path, contract_dict: dict) -> dict:
-    """The real ingest job into a local Iceberg table; rows read back through the views."""
+def side_ours_commit(path: Path, out: Path, contract_dict: dict,
+                     home: Path | None = None) -> dict:
+    """The real ingest job into a local Iceberg table; rows read back through the views.
+    `home`: the instance's DAGSTER_HOME (default: a new one under `out`)."""
     data = out / "data"
     for var in [v for v in os.environ if v.startswith("PLATFORM_")]:
         del os.environ[var]  # only the temporary data folder, as the tests do
@@ -205,8 +207,9 @@ def side_ours_commit(path: Path, out: Path, contract_dict: dict) -> dict:
     defs = build_definitions(contracts={contract.name: contract})
     from data_platform.instance import write_instance_yaml
 
-    write_instance_yaml(out / "dagster_home")
-    instance = dg.DagsterInstance.from_config(str(out / "dagster_home"))
+    home = home or out / "dagster_home"
+    write_instance_yaml(home)
+    instance = dg.DagsterInstance.from_config(str(home))
     instance.add_dynamic_partitions(f"raw_{contract.name}", [path.name])
     job = defs.resolve_job_def(f"ingest_{contract.name}_job")
     tags = {ASSET_PARTITION_RANGE_START_TAG: path.name, ASSET_PARTITION_RANGE_END_TAG: path.name}
