@@ -7,9 +7,10 @@
   instance configured as `make dev` configures it (`data_platform.instance`: its SQLite run and
   event storage, in a DAGSTER_HOME that clean_csv.py keeps across rounds; an in-memory instance
   would leave out the ~40 event writes every real run pays for), with a local SQLite Iceberg
-  catalog under a temporary PLATFORM_DATA_DIR. The committed rows are read back through the DuckDB views
-  (`DuckDBCatalog().query`) and cross-checked with the snapshot summary. Phases are timed by
-  wrapping the functions the assets call (bench only; nothing in the platform changes).
+  catalog under a temporary PLATFORM_DATA_DIR. The committed rows are read back through the
+  DuckDB views (`DuckDBCatalog().query`) and cross-checked with the snapshot summary. Phases
+  are timed by wrapping the functions the assets call (bench only; nothing in the platform
+  changes).
 """
 
 from __future__ import annotations

@@ -219,3 +219,29 @@ def test_rows_dropped_silently_by_the_engine_fail_reconciliation_and_stay_out(
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "5 records but 4 were staged" in str(check.metadata["failed"].value)
     assert not instance.get_materialized_partitions(dg.AssetKey(["table", "orders"]))
+
+
+def test_views_that_cannot_be_rebuilt_fail_the_run_after_its_commit(data_dir, instance,
+                                                                   monkeypatch):
+    """The views are rebuilt in a thread while the commit's checks are reported; the run still
+    ends only after them, and fails with their error. The commit stands (the table's snapshot
+    has the rows), and the next run's views show every committed row."""
+    defs = build_definitions()
+    write_raw(data_dir, "orders/f.csv", HEADER + rows(range(1, 5)))
+
+    def broken(self, names):
+        raise OSError("no space left on device while writing catalog.duckdb")
+
+    with monkeypatch.context() as m:
+        m.setattr(DuckDBCatalog, "expose", broken)
+        result = run_ingest(defs, instance, "orders", ["f.csv"])
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["table__orders"]
+    assert "no space left on device" in str(failures[0].event_specific_data.error)
+    assert check_results(result)[("table/orders", "commit_matches_plan")].passed
+    table = DuckDBCatalog().iceberg().load_table(("platform", "orders"))
+    assert table.current_snapshot().summary["total-records"] == "4"
+    write_raw(data_dir, "orders/g.csv", HEADER + rows(range(100, 103)))
+    assert run_ingest(defs, instance, "orders", ["g.csv"]).success
+    assert q("SELECT count(*) FROM orders") == [(7,)]
