@@ -79,3 +79,14 @@ def test_sensor_scale_bench_tiny(tmp_path):
     landed = next(line for line in lines if line.startswith("land:"))
     assert "run succeeded" in landed, landed
     assert int(re.search(r"(\d+) rows in the table", landed).group(1)) > 0, landed
+
+
+def test_instance_storage_bench_runs(tmp_path):
+    """bench/instance_storage.py end to end on a few events and files (format only)."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("instance_storage.py")), "--events", "10",
+         "--partitions", "3", "--rounds", "1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"event_speedup=\d+\.\d create_run_speedup=\d+\.\d", last), last
