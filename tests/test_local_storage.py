@@ -148,3 +148,36 @@ def test_engines_beyond_the_limit_are_disposed_oldest_first(tmp_path, monkeypatc
     local_storage.forget(str(tmp_path))
     assert not [k for k in local_storage._ENGINES if k[0] == os.getpid()  # noqa: SLF001
                 and str(tmp_path) in k[1]]
+
+
+def test_processes_writing_at_once_lose_no_event(home):
+    """Four processes write into one run (its file and the cross-run index) at the same time,
+    each through its own pooled connections; every event is there afterwards."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.create_run_for_job(tiny, run_config={})
+        before = len(instance.all_logs(run.run_id))
+    code = textwrap.dedent(f"""
+        import sys
+        import dagster as dg
+        with dg.DagsterInstance.from_config({str(home)!r}) as instance:
+            run = instance.get_run_by_id({run.run_id!r})
+            for i in range(100):
+                instance.report_engine_event(f"writer {{sys.argv[1]}} event {{i}}", run)
+                if i % 10 == 0:  # asset events go to the index as well
+                    instance.report_runless_asset_event(
+                        dg.AssetMaterialization(asset_key=f"w{{sys.argv[1]}}"))
+    """)
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(n)], stderr=subprocess.PIPE,
+                                text=True) for n in range(4)]
+    for w in writers:
+        assert w.wait(120) == 0, w.stderr.read()[-3000:]
+    out = _in_child(home, """
+        run_id = sys.argv[2]
+        print(sum("writer" in (e.message or "") for e in instance.all_logs(run_id)))
+        print(sum(instance.get_latest_materialization_event(dg.AssetKey(f"w{n}")) is not None
+                  for n in range(4)))
+        print(len(instance.fetch_materializations(dg.AssetKey("w0"), limit=100).records))
+    """, run.run_id)
+    assert out.split() == ["400", "4", "10"]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert len(instance.all_logs(run.run_id)) == before + 400
