@@ -60,6 +60,7 @@ from watchdog.observers import Observer
 MAX_ENGINES = 16  # run shards a process keeps open (the webserver reads many runs)
 _ENGINES: collections.OrderedDict[tuple[int, str], Engine] = collections.OrderedDict()
 _LOCK = threading.Lock()
+_INHERITED: list[Engine] = []  # never closed (nor collected) in a forked child
 
 
 def _on_connect(dbapi_connection, _record) -> None:
@@ -88,6 +89,8 @@ def engine(conn_string: str, timeout: float | None = None) -> Engine:
             (pid, _), old = _ENGINES.popitem(last=False)
             if pid == os.getpid():
                 old.dispose()  # idle connections close (checked-out ones when returned)
+            else:  # a parent's, copied by a fork: its connections are the parent's to close
+                _INHERITED.append(old)
         return made
 
 
@@ -101,10 +104,8 @@ def forget(prefix: str) -> None:
 @atexit.register
 def _close_all() -> None:  # the last close checkpoints each write-ahead log into its file
     with _LOCK:
-        for (pid, _), made in list(_ENGINES.items()):
-            if pid == os.getpid():
-                made.dispose()
-        _ENGINES.clear()
+        for key in [k for k in _ENGINES if k[0] == os.getpid()]:
+            _ENGINES.pop(key).dispose()
 
 
 @contextlib.contextmanager
