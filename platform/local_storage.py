@@ -20,7 +20,8 @@ four changes:
 - a run's live event watch (the webserver's run view) also follows the file's write-ahead log,
   where commits land while connections stay open (Dagster's watches only the database file,
   which changed at each connection close before).
-A process never uses an engine made by its parent before a fork (engines are per process id).
+A process never uses nor closes an engine its parent made before a fork (engines are per process
+id).
 An instance can switch back to `storage: sqlite` with the same base_dir at any time.
 """
 
