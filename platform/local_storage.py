@@ -38,7 +38,6 @@ from collections.abc import Iterator
 
 import sqlalchemy as db
 from dagster import __version__ as dagster_version
-from dagster._config import StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SqliteEventLogStorage,
@@ -206,10 +205,6 @@ class PooledSqliteStorage(DagsterSqliteStorage):
             _schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
-
-    @classmethod
-    def config_type(cls):
-        return {"base_dir": StringSource}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
