@@ -5,6 +5,7 @@ process uses an engine its parent made before a fork."""
 
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,36 @@ def test_a_runs_watch_sees_events_another_process_writes_while_it_runs(home):
             stop.write_text("")
             writer.wait(60)
         instance.end_watch_event_logs(run.run_id, on_event)
+
+
+def test_has_table_uses_the_pool_and_sees_tables_made_later(home, monkeypatch):
+    """Dagster asks `has_table` ~35 times a run; the answer comes from the pooled engine (no
+    engine of its own), inside an open transaction too, and a table missing at first is seen
+    once another connection makes it (only tables found are remembered)."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert storage.supports_asset_checks
+
+        def no_new_engine(*args, **kwargs):
+            raise AssertionError("has_table made an engine of its own")
+
+        monkeypatch.setattr(sqlite_event_log, "create_engine", no_new_engine)
+        assert storage.has_table("dynamic_partitions")
+        assert not storage.has_table("made_later")
+        answers = []
+        with storage.index_connection() as conn:  # Dagster asks inside its transactions
+            asking = threading.Thread(target=lambda: answers.append(
+                storage.has_table("asset_check_executions")))
+            asking.start()
+            asking.join(30)
+            conn.exec_driver_sql("SELECT 1")
+        assert answers == [True]
+        index = home / "storage" / "history" / "runs" / "index.db"
+        other = sqlite3.connect(index)
+        other.execute("CREATE TABLE made_later (a INTEGER)")
+        other.commit()
+        other.close()
+        assert storage.has_table("made_later")
 
 
 def _child_engine(conn_string, parent_id, out):
