@@ -45,8 +45,10 @@ bare engine (best_peer_ratio); clean_file seconds / job seconds >= 0.9 (publish_
 RSS of ours (max of clean_file and the job) < 1 GiB. MB means MiB. The machine may be shared:
 the ratios come from one run. With --repeat N, the line before the total also gives both speed
 ratios round by round and their medians (each round runs every side within a few minutes, so a
-slow spell of the host slows both sides of a ratio). The last line is always (nan for a side
-that failed):
+slow spell of the host slows both sides of a ratio), and the next one splits the job's seconds:
+its own clean_file against clean_file alone, and the rest of the run, timed inside each run so
+the host's speed from run to run hardly moves it (medians). `--results FILE` keeps every run's
+result, phases included. The last line is always (nan for a side that failed):
     typed_speedup=<x> best_peer_ratio=<x> publish_ratio=<x> peak_rss_mb=<n>
 """
 
@@ -153,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ours-module", default="data_platform.cleaning",
                     help="module whose clean_file is timed as ours, to compare a candidate "
                          "implementation (default data_platform.cleaning)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="also write every run's result (phases included) to this JSON file, "
+                         "{side: [run, ...]} in the order they ran")
     ap.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
 
-    from report import paired_rounds, report
+    from report import paired_rounds, publish_split, report
 
     unknown = set(args.sides.split(",")) - set(SIDES)
     if unknown:
@@ -207,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {state}, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
             results[label].append(r)
 
+    if args.results:
+        args.results.write_text(json.dumps(results, indent=1, default=str))
     best = {}
     for label, rs in results.items():
         ok = [r for r in rs if "error" not in r]
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
            + (f" (pandas sides: of {args.pandas_repeat})" if pandas else ""))
     last = report(best, meta, [c["name"] for c in contract_dict(False)["columns"]], how)
     print(paired_rounds(results))
+    if split := publish_split(results):
+        print(split)
     print(f"total bench time {time.perf_counter() - t_start:.0f}s")
     print(last)
 

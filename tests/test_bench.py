@@ -39,7 +39,10 @@ def test_bench_quick_small(tmp_path):
         or "FAILED" in rows["3b polars scan_csv -> sink_parquet"]
     assert "phases of the ingest job run" in out
     assert re.fullmatch(r"per round \(paired\): best_peer_ratio \d+\.\d+ \(median \d+\.\d+\); "
-                        r"publish_ratio \d+\.\d+ \(median \d+\.\d+\)", lines[-3]), lines[-3]
+                        r"publish_ratio \d+\.\d+ \(median \d+\.\d+\)", lines[-4]), lines[-4]
+    assert re.fullmatch(r"job run split \(medians of 1 runs\): clean_file alone \d+\.\d+s, "
+                        r"clean_file in the job \d+\.\d+s, the rest of the job \d+\.\d+s "
+                        r"\(\d+\.\d+-\d+\.\d+\)", lines[-3]), lines[-3]
 
 
 def test_paired_rounds_divide_within_each_round(monkeypatch):
@@ -56,6 +59,23 @@ def test_paired_rounds_divide_within_each_round(monkeypatch):
     assert paired_rounds(results) == (
         "per round (paired): best_peer_ratio 0.80, 1.00, 0.90 (median 0.90); "
         "publish_ratio 0.80, nan, 1.00 (median 0.90)")
+
+
+def test_publish_split_times_the_rest_of_each_job_run(monkeypatch):
+    """The rest of a job run is its own seconds less its own clean_file phase; failed runs
+    and runs without phases are left out."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from report import publish_split
+
+    results = {"ours": [{"seconds": 10.0}, {"seconds": 9.0}, {"error": "x", "seconds": 1.0}],
+               "ours_commit": [{"seconds": 11.0, "phases": {"clean_file": 10.4}},
+                               {"seconds": 10.0, "phases": {"clean_file": 9.2}},
+                               {"seconds": 12.0, "phases": {"clean_file": 11.5}},
+                               {"error": "x", "seconds": 1.0, "phases": {"clean_file": 0.5}}]}
+    assert publish_split(results) == (
+        "job run split (medians of 3 runs): clean_file alone 9.50s, clean_file in the job "
+        "10.40s, the rest of the job 0.60s (0.50-0.80)")
+    assert publish_split({"ours": [{"seconds": 1.0}]}) == ""
 
 
 SCALE = Path(__file__).resolve().parents[1] / "bench" / "sensor_scale.py"
