@@ -265,3 +265,46 @@ def test_a_new_local_catalog_created_by_runs_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(SqlCatalog, "__init__", broken)
     with pytest.raises(sqlalchemy.exc.OperationalError, match="disk I/O error"):
         catalog.iceberg()
+
+
+def test_new_files_are_described_once_before_the_key_check(data_dir, instance, monkeypatch):
+    """The commit reads each new file's footer once, before the key check (which may wait for
+    key facts read in another thread), and commits with what it read; a footer it cannot read
+    ahead is read again at the commit, which fails as before."""
+    import data_platform.assets.table as table_mod
+    import data_platform.tables.commit as commit_mod
+
+    calls = []
+    describe, check = commit_mod.parquet_file_to_data_file, table_mod.primary_key_conflicts
+
+    def described(io, metadata, path):
+        calls.append(("describe", path))
+        return describe(io, metadata, path)
+
+    def checked(table, go, **kw):
+        calls.append(("check", tuple(p for s in go for p in s.files)))
+        return check(table, go, **kw)
+
+    monkeypatch.setattr(commit_mod, "parquet_file_to_data_file", described)
+    monkeypatch.setattr(table_mod, "primary_key_conflicts", checked)
+    defs = build_definitions()
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(10)))
+    write_raw(data_dir, "orders/b.csv", HEADER + rows(range(10, 15)))
+    assert run_ingest(defs, instance, "orders", ["a.csv", "b.csv"]).success
+    checks = [c for c in calls if c[0] == "check"]
+    assert len(checks) == 1 and len(checks[0][1]) == 2
+    new = set(checks[0][1])
+    data_calls = [c for c in calls if c[0] == "check" or c[1] in new]
+    assert data_calls == [("describe", p) for p in checks[0][1]] + [checks[0]]
+    assert q("SELECT count(*) FROM orders")[0][0] == 15
+
+    def unreadable_ahead(io, metadata, path):  # the read ahead fails once per file
+        if ("ahead", path) not in calls:
+            calls.append(("ahead", path))
+            raise OSError("not yet")
+        return describe(io, metadata, path)
+
+    monkeypatch.setattr(commit_mod, "parquet_file_to_data_file", unreadable_ahead)
+    write_raw(data_dir, "orders/c.csv", HEADER + rows(range(20, 23)))
+    assert run_ingest(defs, instance, "orders", ["c.csv"]).success
+    assert q("SELECT count(*) FROM orders")[0][0] == 18

@@ -168,6 +168,7 @@ def commit_versions(
                                   else f"superseded: version {have} is committed")
             else:
                 go.append(s)
+        described = _describe([p for s in go for p in s.files], table)
         rejected = validate(table, go, existing) if validate and go else {}
         go = [s for s in go if s.key not in rejected]
         replace = {s.key for s in go} | (remove_keys & set(existing.versions))
@@ -177,7 +178,7 @@ def commit_versions(
                                 attempts=attempt)
         try:
             outcome.snapshot_id = _commit_once(table, go, replace, existing, outcome,
-                                               properties or {})
+                                               properties or {}, described)
             return outcome
         except RETRYABLE:
             if attempt == attempts:
@@ -187,8 +188,22 @@ def commit_versions(
                          "committed by this run (rerun it)")
 
 
+def _describe(paths: list[str], table: Table) -> dict[str, DataFile]:
+    """The new files' statistics (their footers), read before the validation: a validate that
+    waits (the key check waits for key facts read in another thread) then waits less. A file
+    that cannot be read here is left out: the commit reads it again, and fails as it would."""
+    out = {}
+    for p in paths:
+        try:
+            out[p] = parquet_file_to_data_file(table.io, table.metadata, p)
+        except Exception:  # noqa: BLE001 - only read ahead; _commit_once raises it
+            pass
+    return out
+
+
 def _commit_once(table: Table, go: list[StagedVersion], replace: set[str], existing: KeyFiles,
-                 outcome: CommitOutcome, properties: dict[str, str]) -> int:
+                 outcome: CommitOutcome, properties: dict[str, str],
+                 described: dict[str, DataFile] | None = None) -> int:
     remove = [f for k in sorted(replace) for f in existing.whole.get(k, [])]
     rewrites: list[str] = []
     for f in existing.mixed:
@@ -197,7 +212,9 @@ def _commit_once(table: Table, go: list[StagedVersion], replace: set[str], exist
         if path:
             rewrites.append(path)
     new_paths = [p for s in go for p in s.files] + rewrites
-    added = [parquet_file_to_data_file(table.io, table.metadata, p) for p in new_paths]
+    described = described or {}
+    added = [described.get(p) or parquet_file_to_data_file(table.io, table.metadata, p)
+             for p in new_paths]
     if not remove and not added:
         return None  # e.g. a new file whose every row was rejected: no data snapshot
     props = {**properties, "platform.keys": str(len(go)), "platform.removed-keys":
