@@ -151,8 +151,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         """Whether the index has `table_name`, on a pooled connection and asked until it does
-        (Dagster asks ~35 times per run, each on a new engine and connection: ~45 ms a run).
-        Takes no lock: Dagster calls it inside transactions of its own."""
+        (Dagster asks ~35 times per run; its own answer makes an engine and a connection each
+        time). Takes no lock: Dagster calls it inside transactions of its own."""
         if table_name in self._tables:
             return True
         made = engine(self.conn_string_for_shard(INDEX_SHARD_NAME), SQLITE_BUSY_TIMEOUT_SECONDS)

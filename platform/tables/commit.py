@@ -213,8 +213,8 @@ def _commit_once(table: Table, go: list[StagedVersion], replace: set[str], exist
             rewrites.append(path)
     new_paths = [p for s in go for p in s.files] + rewrites
     described = described or {}
-    added = [described.get(p) or parquet_file_to_data_file(table.io, table.metadata, p)
-             for p in new_paths]
+    added = [described[p] if p in described
+             else parquet_file_to_data_file(table.io, table.metadata, p) for p in new_paths]
     if not remove and not added:
         return None  # e.g. a new file whose every row was rejected: no data snapshot
     props = {**properties, "platform.keys": str(len(go)), "platform.removed-keys":
