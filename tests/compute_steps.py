@@ -19,6 +19,17 @@ def explode(params: dict, pipes) -> None:
     raise ValueError(f"cannot decode {params.get('key', '?')}: not an image")
 
 
+def aborts_at_exit(params: dict, pipes) -> None:
+    """Finish, leaving a teardown that aborts the process at interpreter exit, as a native
+    thread pool (Arrow's, DuckDB's) torn down then does now and then. Subprocess only: in
+    process it would abort the test run itself."""
+    import atexit
+    import os
+
+    atexit.register(os.abort)
+    pipes.report_asset_materialization(metadata={"done": True})
+
+
 @register_step("tests.registered")
 def registered(params: dict, pipes) -> None:
     """A step reached through the name it registered when its module was imported."""

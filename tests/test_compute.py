@@ -132,6 +132,17 @@ def test_local_compute_runs_the_selected_launcher(monkeypatch):
     assert mat.metadata["rows"] == dg.IntMetadataValue(2)
 
 
+def test_a_finished_step_is_not_failed_by_the_process_teardown():
+    """The entry point leaves without the interpreter's teardown once the step's messages are
+    written: a teardown that aborts (here an exit handler the step registered) cannot turn a
+    finished step into a failed one."""
+    result = _materialize(SubprocessCompute(), "tests.compute_steps:aborts_at_exit", {},
+                          checks=False)
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("measured")
+    assert mat.metadata["done"] == dg.BoolMetadataValue(True)
+
+
 def test_entry_point_outside_pipes_exits_non_zero():
     done = subprocess.run([sys.executable, "-m", "data_platform.compute.entry"],
                           capture_output=True, text=True, timeout=120,
