@@ -270,7 +270,7 @@ def test_a_new_local_catalog_created_by_runs_at_once(tmp_path, monkeypatch):
 def test_new_files_are_described_once_before_the_key_check(data_dir, instance, monkeypatch):
     """The commit reads each new file's footer once, before the key check (which may wait for
     key facts read in another thread), and commits with what it read; a footer it cannot read
-    ahead is read again at the commit, which fails as before."""
+    ahead is read again at the commit, which then lands as usual."""
     import data_platform.assets.table as table_mod
     import data_platform.tables.commit as commit_mod
 
@@ -307,4 +307,5 @@ def test_new_files_are_described_once_before_the_key_check(data_dir, instance, m
     monkeypatch.setattr(commit_mod, "parquet_file_to_data_file", unreadable_ahead)
     write_raw(data_dir, "orders/c.csv", HEADER + rows(range(20, 23)))
     assert run_ingest(defs, instance, "orders", ["c.csv"]).success
+    assert [p for kind, p in calls if kind == "ahead" and "/orders/data/" in p and "c.csv" in p]
     assert q("SELECT count(*) FROM orders")[0][0] == 18

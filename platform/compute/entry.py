@@ -101,7 +101,7 @@ def exit_now(status: int) -> NoReturn:
     its files are closed and fsync'd by its own code, its Pipes messages written and closed.
     Native thread pools torn down during that teardown (Arrow's, DuckDB's) abort a process now
     and then, with SIGABRT and "terminate called without an active exception" (apache/arrow
-    #34314): a tensor step that had reported everything failed so in CI with exit code -6."""
+    #34314); a tensor step's process died so in CI with exit code -6, failing its run."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
