@@ -109,7 +109,9 @@ def _sample(groups: list[tuple[pq.ParquetFile, int, int]], names: list[str],
     tables, per = [], -(-SAMPLE_ROWS // len(chosen)) if chosen else 0
     for f, g, n in chosen:
         present = [n for n in names if n in f.schema_arrow.names]
-        t = f.read_row_group(g, columns=present)
+        # On this thread: Arrow's own pool would decode at normal priority, beside the key
+        # facts the commit waits for (the profile's thread is niced: assets/reads.py).
+        t = f.read_row_group(g, columns=present, use_threads=False)
         if rows > SAMPLE_ROWS and n > per:  # every k-th row of the group: SAMPLE_ROWS in all
             t = t.take(np.arange(per, dtype=np.int64) * n // per)
         tables.append(t)
