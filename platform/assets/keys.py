@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.table import Table
 
+from .. import duckdb_pool
 from ..sql import quote_ident as _q
 from ..sql import quote_literal as _lit
 from ..tables.commit import StagedVersion
@@ -42,6 +43,7 @@ SORT_ROWS = 32_000_000  # 256 MB of int64 keys
 DENSE_SPAN = 4  # keys spanning at most 4x their count are checked with a flag per value
 MERGE_RUNS = 4096  # increasing runs merged by timsort; more: quicksort
 MEMORY_LIMIT = "384MB"  # the key columns spill to a temp folder beyond this
+duckdb_pool.register("keys")  # the staged keys' reads (DuckDB's defaults, as a new database)
 
 
 def _load(con, name: str, table: Table, files: list[tuple[str, str]], pk: tuple[str, ...]
@@ -200,7 +202,7 @@ def _from_facts(go: list[StagedVersion], facts: dict[str, dict | None]
 
 def _read_local(paths: list[str], column: str) -> pa.ChunkedArray | None:
     """`column` of local Parquet files (None beyond SORT_ROWS rows, counted from footers)."""
-    con = duckdb.connect()
+    con = duckdb_pool.connect("keys")
     try:
         con.execute("SET TimeZone='UTC'")  # timestamps with a zone come back in UTC
         files = "[" + ", ".join(_lit(p) for p in paths) + "]"

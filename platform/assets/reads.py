@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import duckdb_pool
 from .. import staging as st
 from ..cleaning import lower_priority
 
@@ -81,6 +82,15 @@ class Pending:
         self.dropped.set()
         if self.facts is not None:
             self.facts.cancel()
+
+
+def prepare(facts: bool, profile: bool) -> None:
+    """Make the DuckDB databases of the reads to come on the threads they will run on, while
+    the engine cleans the file (see duckdb_pool; the queued reads wait for them)."""
+    if facts:
+        _FACTS.submit(duckdb_pool.prepare, "keys")
+    if profile:
+        _PROFILES.submit(duckdb_pool.prepare, "profile")
 
 
 def start(paths: list[Path], scratch_root: Path, facts: Callable | None,

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import duckdb_pool
 from ..contracts import Contract
 from ..sql import quote_ident as _q
 
@@ -40,6 +40,7 @@ SAMPLE_ROWS = 100_000
 SAMPLE_GROUPS = 4
 MEMORY_LIMIT = "256MB"
 NUMBER_TYPES = ("BIGINT", "DOUBLE", "DECIMAL", "INTEGER", "HUGEINT")
+duckdb_pool.register("profile", memory_limit=MEMORY_LIMIT, threads=2)
 
 
 def column_kind(sql_type: str) -> str:
@@ -134,10 +135,8 @@ def profile_files(paths: list[Path], contract: Contract) -> dict:
     names = [n for n in wanted if n in present_any]
     rows, nulls, groups = _footers(paths, names)
     sample = _sample(groups, names, rows)
-    con = duckdb.connect()
+    con = duckdb_pool.connect("profile")
     try:
-        con.execute(f"SET memory_limit='{MEMORY_LIMIT}'")
-        con.execute("SET threads=2")
         con.register("sample", sample)
         present = {r[0]: r[1] for r in con.execute("DESCRIBE sample").fetchall()}
         cols = [(n, column_kind(present[n])) for n in names if n in present]
