@@ -245,3 +245,43 @@ def test_views_that_cannot_be_rebuilt_fail_the_run_after_its_commit(data_dir, in
     write_raw(data_dir, "orders/g.csv", HEADER + rows(range(100, 103)))
     assert run_ingest(defs, instance, "orders", ["g.csv"]).success
     assert q("SELECT count(*) FROM orders") == [(7,)]
+
+
+def test_a_reader_holding_the_views_file_open_blocks_no_run(data_dir, instance, monkeypatch):
+    """A person's read-only session (another process) keeps the file it opened, the snapshot it
+    saw, while runs change a copy (attached to the run process's own DuckDB database) and
+    rename it over. A change that fails midway leaves the file as it was; the next one works."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    defs = build_definitions()
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 4)))
+    assert run_ingest(defs, instance, "orders", ["a.csv"]).success
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys\n"
+         "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+         "q = lambda: print(con.execute('SELECT count(*) FROM orders').fetchall()[0][0], "
+         "flush=True)\n"
+         "q(); sys.stdin.readline(); q()", str(DuckDBCatalog().db_path())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "3"
+        write_raw(data_dir, "orders/b.csv", HEADER + rows(range(10, 15)))
+        assert run_ingest(defs, instance, "orders", ["b.csv"]).success
+        assert q("SELECT count(*) FROM orders") == [(8,)]
+        with monkeypatch.context() as m:
+            m.setattr("data_platform.tables.views.view_sql", lambda *a, **k:
+                      "CREATE OR REPLACE VIEW orders AS SELECT * FROM no_such_table")
+            with pytest.raises(duckdb.Error):
+                DuckDBCatalog().expose(["orders"])
+        assert q("SELECT count(*) FROM orders") == [(8,)]
+        write_raw(data_dir, "orders/c.csv", HEADER + rows(range(20, 22)))
+        assert run_ingest(defs, instance, "orders", ["c.csv"]).success
+        assert q("SELECT count(*) FROM orders") == [(10,)]
+        out, _ = reader.communicate("\n", timeout=60)
+        assert out.strip() == "3"  # its session still reads the file it opened
+    finally:
+        if reader.poll() is None:
+            reader.kill()
