@@ -1,5 +1,6 @@
-"""This process's in-memory DuckDB databases for a run's short reads (the staged files' key facts
-and column profiles): one per purpose, made once per process; each use is a new connection.
+"""This process's in-memory DuckDB databases for a run's short DuckDB work (the staged files' key
+facts and column profiles, the change of the views' file): one per purpose, made once per
+process; each use is a new connection.
 
 A new DuckDB database costs ~15 ms of CPU (DuckDB 2.0 here: 11-19 ms per `duckdb.connect()`,
 as much at the hundredth call as at the first), where a connection to an open one costs nothing
