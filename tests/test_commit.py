@@ -264,7 +264,7 @@ def test_a_new_local_catalog_created_by_runs_at_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(SqlCatalog, "__init__", broken)
     with pytest.raises(sqlalchemy.exc.OperationalError, match="disk I/O error"):
-        catalog.iceberg()
+        DuckDBCatalog(iceberg_uri=f"sqlite:///{tmp_path / 'other.db'}").iceberg()
 
 
 def test_new_files_are_described_once_before_the_key_check(data_dir, instance, monkeypatch):

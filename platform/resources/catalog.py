@@ -22,14 +22,12 @@ import fcntl
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
 import duckdb
-import sqlalchemy.exc
 from pydantic import Field
 from pyiceberg.catalog import Catalog
 
@@ -47,7 +45,7 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
 
     @abc.abstractmethod
     def iceberg(self) -> Catalog:
-        """A pyiceberg catalog (a new client each call)."""
+        """A pyiceberg catalog (this process's client: see each catalog)."""
 
     def expose(self, names: Sequence[str]) -> None:
         """Make the current snapshots of tables `names` visible to readers (no-op on AWS)."""
@@ -93,22 +91,13 @@ class DuckDBCatalog(CatalogResource):
         return local_path(setting(self.path, "PLATFORM_DUCKDB_PATH", "catalog.duckdb"))
 
     def iceberg(self) -> Catalog:
-        from pyiceberg.catalog.sql import SqlCatalog
+        from ..tables.sql_catalog import sql_catalog
 
         uri = self.iceberg_uri or os.environ.get("PLATFORM_ICEBERG_CATALOG_URI")
         if not uri:
             data_dir().mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{data_dir() / 'iceberg.db'}"
-        # Runs that start at once on a new catalog all create its tables: SQLAlchemy checks,
-        # then creates, so all but one find the tables there already. Looking again succeeds.
-        for attempt in range(5):
-            try:
-                return SqlCatalog("platform", uri=uri, init_catalog_tables="true")
-            except sqlalchemy.exc.OperationalError as e:
-                if "already exists" not in str(e) or attempt == 4:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return sql_catalog(uri)  # this process's, made once (see tables/sql_catalog.py)
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -22,6 +22,7 @@ from pyiceberg.table import Table
 
 from ..contracts import Contract
 from ..resources.storage import ObjectStore
+from .commit import RETRYABLE
 from .schema import (
     SOURCE_KEY,
     SOURCE_VERSION,
@@ -102,34 +103,40 @@ def ensure_table(catalog: Catalog, namespace: str, name: str, columns: list[tupl
     that needs it is staged. Raises SchemaChangeError for a breaking change, changing nothing.
     """
     for attempt in range(attempts):
-        table = load_table(catalog, namespace, name)
-        if table is None:
-            ensure_namespace(catalog, namespace)
-            schema = new_schema(columns)
-            try:
-                table = catalog.create_table(
-                    (namespace, name), schema=schema,
-                    partition_spec=partition_spec(schema, partition_column),
-                    location=lake.uri(table_prefix(namespace, name)),
-                    properties=TABLE_PROPERTIES,
-                )
-            except TableAlreadyExistsError:
-                continue  # a concurrent run created it: load and compare
-            return table, Evolution(add=[], widen=[])
-        evolution = plan_evolution(table.schema(), columns, spec=table.spec(),
-                                   partition_column=partition_column, table=name)
-        if not evolution:
-            return table, evolution
         try:
-            with table.update_schema() as update:
-                for col, t in evolution.add:
-                    update.add_column(col, iceberg_type(t))
-                for col, _, t in evolution.widen:
-                    update.update_column(col, field_type=iceberg_type(t))
-            return table, evolution
-        except CommitFailedException:
+            return _ensure_once(catalog, namespace, name, columns, partition_column, lake)
+        except TableAlreadyExistsError:
+            continue  # a concurrent run created it: load and compare
+        except RETRYABLE as e:  # a concurrent schema change, or the SQLite file stayed busy
+            if attempt == attempts - 1:
+                raise CommitFailedException(f"could not create or evolve table {name} in "
+                                            f"{attempts} attempts: {e}") from e
             time.sleep(0.05 * (attempt + 1))
-    raise CommitFailedException(f"could not evolve table {name}: concurrent schema changes")
+    raise CommitFailedException(f"could not create table {name}: created and dropped at once")
+
+
+def _ensure_once(catalog: Catalog, namespace: str, name: str, columns: list[tuple[str, str]],
+                 partition_column: str | None, lake: ObjectStore) -> tuple[Table, Evolution]:
+    table = load_table(catalog, namespace, name)
+    if table is None:
+        ensure_namespace(catalog, namespace)
+        schema = new_schema(columns)
+        table = catalog.create_table(
+            (namespace, name), schema=schema,
+            partition_spec=partition_spec(schema, partition_column),
+            location=lake.uri(table_prefix(namespace, name)),
+            properties=TABLE_PROPERTIES,
+        )
+        return table, Evolution(add=[], widen=[])
+    evolution = plan_evolution(table.schema(), columns, spec=table.spec(),
+                               partition_column=partition_column, table=name)
+    if evolution:
+        with table.update_schema() as update:
+            for col, t in evolution.add:
+                update.add_column(col, iceberg_type(t))
+            for col, _, t in evolution.widen:
+                update.update_column(col, field_type=iceberg_type(t))
+    return table, evolution
 
 
 def ensure_dataset_tables(catalog: Catalog, namespace: str, contract: Contract,
