@@ -201,6 +201,45 @@ def test_the_reads_make_no_database_of_their_own(data_dir, instance, monkeypatch
     assert DuckDBCatalog().query("SELECT count(*) FROM orders") == [(300,)]
 
 
+def test_a_run_makes_its_databases_while_the_engine_cleans(data_dir, instance, monkeypatch):
+    """A run's new process makes the databases of the key facts, the profile and the views
+    while the engine cleans, on the reads' threads, not when the reads or the views need them
+    (each costs 11-19 ms of CPU): none is made after the cleaning ends."""
+    import threading
+
+    import data_platform.assets.clean as clean_mod
+    from data_platform import duckdb_pool
+
+    monkeypatch.setattr(duckdb_pool, "_DBS", {})  # as in a run's new process
+    made, cleaning = {}, threading.Event()
+    real_connect, real_clean = duckdb_pool.duckdb.connect, clean_mod.clean_file
+
+    def connect(*args, **kwargs):
+        import traceback
+
+        if traceback.extract_stack(limit=2)[0].filename.endswith("duckdb_pool.py"):
+            made[len(made)] = (threading.current_thread().name, cleaning.is_set())
+        return real_connect(*args, **kwargs)
+
+    def clean_file(*args, **kwargs):
+        time_to_prepare = threading.Event()
+        reads._FACTS.submit(time_to_prepare.set)  # noqa: SLF001 - queued behind the prepare
+        reads._PROFILES.submit(lambda: None).result(10)  # noqa: SLF001
+        time_to_prepare.wait(10)
+        cleaning.set()
+        return real_clean(*args, **kwargs)
+
+    monkeypatch.setattr(duckdb_pool.duckdb, "connect", connect)
+    monkeypatch.setattr(clean_mod, "clean_file", clean_file)
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(1, 101)))
+    assert run_ingest(build_definitions(), instance, "orders", ["a.csv"]).success
+    names = sorted(k[1] for k in duckdb_pool._DBS)  # noqa: SLF001
+    assert names == ["keys", "profile", "views"]
+    assert len(made) == 3 and all(not after for _, after in made.values()), made
+    assert sorted(t.split("_")[0] for t, _ in made.values()) == \
+        ["staged-facts", "staged-facts", "staged-profiles"]
+
+
 def test_pooled_databases_are_made_once_per_process_with_their_settings(monkeypatch):
     from data_platform import duckdb_pool
 

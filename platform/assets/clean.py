@@ -245,7 +245,8 @@ class Stager:
                 record.reason = "same content as the committed version"
                 return None
         early: dict = {}
-        reads.prepare(bool(self.contract.primary_key), self.contract.kind == "table")
+        reads.prepare(bool(self.contract.primary_key), self.contract.kind == "table",
+                      self.catalog.expose_database())
         try:
             eff = effective_contract(self.contract, self.lake, sample=local, scratch=work,
                                      log=self.context.log)

@@ -50,6 +50,11 @@ class CatalogResource(dg.ConfigurableResource, abc.ABC):
     def expose(self, names: Sequence[str]) -> None:
         """Make the current snapshots of tables `names` visible to readers (no-op on AWS)."""
 
+    def expose_database(self) -> str | None:
+        """The duckdb_pool database `expose` changes the views in (None: it uses none), made
+        ahead by a run while its file is cleaned."""
+        return None
+
     @abc.abstractmethod
     def query(self, sql: str) -> list[tuple]:
         """Run a read-only query and return all rows."""
@@ -86,6 +91,9 @@ class DuckDBCatalog(CatalogResource):
         description="SQLAlchemy URL of the Iceberg catalog; default $PLATFORM_ICEBERG_CATALOG_URI "
                     "or a SQLite file <data dir>/iceberg.db",
     )
+
+    def expose_database(self) -> str | None:
+        return "views"
 
     def db_path(self) -> Path:
         return local_path(setting(self.path, "PLATFORM_DUCKDB_PATH", "catalog.duckdb"))
