@@ -8,7 +8,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_platform.assets.keys import _from_facts, key_facts
+from data_platform.assets.key_facts import _from_facts, key_facts
 from data_platform.definitions import build_definitions
 from data_platform.resources import DuckDBCatalog
 from data_platform.tables.commit import StagedVersion
@@ -150,3 +150,82 @@ def test_a_profile_that_cannot_be_computed_fails_nothing(data_dir, instance, mon
     assert pk_check(r).metadata["method"].value == "staged facts"
     messages = [e.user_message for e in instance.all_logs(r.run_id)]
     assert any("no column profile: cannot read the staged file" in m for m in messages)
+
+
+STREAMED = {  # DuckDB SQL for a column `k` written as the cleaning engine writes Parquet
+    "dense ids": "SELECT range + 5 AS k FROM range(20000)",
+    "sparse ids": "SELECT range * 1000003 AS k FROM range(20000)",
+    "negative ids": "SELECT range - 10000 AS k FROM range(20000)",
+    "ids in no order": "SELECT range AS k FROM range(20000) ORDER BY hash(range)",
+    "a duplicate": "SELECT range % 19999 AS k FROM range(20000)",
+    "a null": "SELECT CASE WHEN range = 7 THEN NULL ELSE range END AS k FROM range(20000)",
+    "dates": "SELECT DATE '2020-01-01' + range::INTEGER AS k FROM range(3000)",
+    "32-bit ids": "SELECT range::INTEGER AS k FROM range(3000)",
+    "instants": "SELECT TIMESTAMPTZ '2024-01-01 00:00:00+00' + to_microseconds(range * 7) AS k "
+                "FROM range(20000)",
+    "local times": "SELECT TIMESTAMP '2024-01-01' + to_seconds(range) AS k FROM range(20000)",
+    "a repeated time": "SELECT TIMESTAMP '2024-01-01' + to_seconds(range % 100) AS k "
+                       "FROM range(20000)",
+    "strings": "SELECT range::VARCHAR AS k FROM range(2000)",
+    "no rows": "SELECT range AS k FROM range(0)",
+}
+
+
+def _duckdb_parquet(path, sql):
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 1000)")
+    finally:
+        con.close()
+    return str(path)
+
+
+@pytest.mark.parametrize("case", sorted(STREAMED))
+def test_streamed_keys_decide_as_the_whole_column_does(tmp_path, monkeypatch, case):
+    """Staged keys streamed from DuckDB in batches, the flags' range from the footers, give the
+    answer (rows, smallest, largest, or None) of the column read whole, for every kind of key
+    and in two files that meet or not."""
+    from data_platform.assets import key_facts as kf
+
+    path = _duckdb_parquet(tmp_path / "k.parquet", STREAMED[case])
+    streamed = kf._streamed_local([path], "k")
+    if case != "strings":
+        assert streamed is not kf._UNKNOWN  # the footers give the range: no whole read
+    monkeypatch.setattr(kf, "_streamed_local", lambda paths, column: kf._UNKNOWN)
+    whole = kf._sorted_unique(None, [path], "k")
+    monkeypatch.undo()
+    assert kf._sorted_unique(None, [path], "k") == whole
+    assert (whole is None) == (case in ("a duplicate", "a null", "a repeated time", "strings"))
+
+
+def test_two_streamed_files_are_one_set_of_keys(tmp_path):
+    from data_platform.assets import key_facts as kf
+
+    a = _duckdb_parquet(tmp_path / "a.parquet", "SELECT range AS k FROM range(1000)")
+    b = _duckdb_parquet(tmp_path / "b.parquet", "SELECT range AS k FROM range(1000, 2000)")
+    c = _duckdb_parquet(tmp_path / "c.parquet", "SELECT range AS k FROM range(999, 1500)")
+    assert kf._streamed_local([a, b], "k") == (2000, 0, 1999)
+    assert kf._streamed_local([a, c], "k") is None  # 999 twice
+
+
+def test_footers_never_decide_alone(tmp_path, monkeypatch):
+    """A footer whose range leaves out a stored key makes the answer None (the commit then reads
+    the keys itself), never a wrong one; a range wider than the keys still gives their exact
+    bounds; files without statistics are read whole."""
+    from data_platform.assets import key_facts as kf
+
+    path = _duckdb_parquet(tmp_path / "k.parquet", "SELECT range + 5 AS k FROM range(20000)")
+    real = kf._footer_bounds
+    monkeypatch.setattr(kf, "_footer_bounds", lambda p, c: (20000, 6, 20004))  # 5 left out
+    assert kf._streamed_local([path], "k") is None
+    monkeypatch.setattr(kf, "_footer_bounds", lambda p, c: (20000, 0, 30000))
+    assert kf._streamed_local([path], "k") == (20000, 5, 20004)
+    monkeypatch.setattr(kf, "_footer_bounds", lambda p, c: (19999, 5, 20004))  # a row unsaid
+    assert kf._streamed_local([path], "k") is None
+    monkeypatch.setattr(kf, "_footer_bounds", real)
+    bare = tmp_path / "bare.parquet"
+    pq.write_table(pa.table({"k": list(range(100))}), bare, write_statistics=False)
+    assert kf._streamed_local([str(bare)], "k") is kf._UNKNOWN
+    assert kf._sorted_unique(None, [str(bare)], "k") == (100, 0, 99)

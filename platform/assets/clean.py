@@ -34,7 +34,7 @@ from ..tables.store import ensure_dataset_tables, load_table, rejected_name, sta
 from ..versions import IngestConfig
 from . import reads
 from .audit import READABLE, audit_staged, check_results
-from .keys import key_facts
+from .key_facts import key_facts
 
 
 def raw_key(contract: Contract, partition_key: str) -> str:

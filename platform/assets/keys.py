@@ -6,44 +6,29 @@ key columns are read: the staged files in full, and the committed files whose ke
 the new keys' range (Iceberg column statistics prune the rest), so the cost follows the change
 for keys that grow with time (ids, timestamps) and never reads other columns.
 
-Most keys are one integer, date or timestamp column: up to SORT_ROWS new keys are proven unique
-in memory as int64, and each file's are proven while it is staged (`key_facts`, kept in its
-staging record), so the commit only compares ranges when the files' ranges do not meet. Dense
-keys (ids: values spanning at most DENSE_SPAN times their count) set one flag per possible value
-and count the flags (~0.05 s for 11 M ids); others are sorted. The sort is numpy's stable one
-(timsort) when the keys are a few increasing runs (staged files of ids or timestamps are a few
-dozen, one per row group a DuckDB thread wrote): ~0.05 s for 11 M keys, where the quicksort
-took ~0.3 s and DuckDB's distinct count ~1.3 s; keys in no order (hashes, random ids) take the
-quicksort (timsort is ~5x slower there). Other keys, more rows, nulls, duplicates (to name the
-files) or committed rows in range take DuckDB's path, which spills to disk.
+Most keys are one integer, date or timestamp column, proven unique in memory (key_facts.py),
+each file's while it is staged, so the commit only compares ranges when the files' ranges do
+not meet. Other keys, more rows, nulls, duplicates (to name the files) or committed rows in
+range take DuckDB's path, which spills to disk.
 """
 
 from __future__ import annotations
 
-import datetime
 import tempfile
-from pathlib import Path
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.table import Table
 
-from .. import duckdb_pool
 from ..sql import quote_ident as _q
 from ..sql import quote_literal as _lit
 from ..tables.commit import StagedVersion
 from ..tables.schema import SOURCE_KEY
+from .key_facts import _from_facts, _sorted_unique
 
 SAMPLE = 5
-SORT_ROWS = 32_000_000  # 256 MB of int64 keys
-DENSE_SPAN = 4  # keys spanning at most 4x their count are checked with a flag per value
-MERGE_RUNS = 4096  # increasing runs merged by timsort; more: quicksort
 MEMORY_LIMIT = "384MB"  # the key columns spill to a temp folder beyond this
-duckdb_pool.register("keys")  # the staged keys' reads (DuckDB's defaults, as a new database)
 
 
 def _load(con, name: str, table: Table, files: list[tuple[str, str]], pk: tuple[str, ...]
@@ -157,119 +142,6 @@ def _committed_in_range(table: Table, pk: tuple[str, ...], lo, hi) -> list[str]:
     scan = table.scan(row_filter=And(GreaterThanOrEqual(pk[0], lo), LessThanOrEqual(pk[0], hi)),
                       selected_fields=(*pk, SOURCE_KEY))
     return [t.file.file_path for t in scan.plan_files()]
-
-
-def key_facts(paths: list[Path], pk: tuple[str, ...]) -> dict | None:
-    """Facts about the keys of one raw file's staged files (local), JSON-able, computed while
-    it is staged (off the commit's path): {"rows", "kind", "lo", "hi"} when the key is one
-    integer, date or timestamp column whose values there are non-null and unique; None
-    otherwise, or when the files cannot be read here (the commit then reads the keys itself)."""
-    if len(pk) != 1:
-        return None
-    try:
-        found = _sorted_unique(None, [str(p) for p in paths], pk[0])
-    except Exception:  # noqa: BLE001 - only a shortcut: the commit then checks by itself
-        return None
-    if found is None:
-        return None
-    rows, lo, hi = found
-    kind = "date" if isinstance(lo, datetime.date) and not isinstance(lo, datetime.datetime) \
-        else "timestamp" if isinstance(lo, datetime.datetime) else "int"
-    as_json = (lambda v: v) if kind == "int" else (lambda v: v and v.isoformat())
-    return {"rows": rows, "kind": kind, "lo": as_json(lo), "hi": as_json(hi)}
-
-
-def _from_facts(go: list[StagedVersion], facts: dict[str, dict | None]
-                ) -> tuple[int, object, object] | None:
-    """(rows, min, max) of the new keys from the staged facts of every file, when each file
-    has them and no two files' key ranges meet (then no key is in two files); else None."""
-    ranges, rows = [], 0
-    try:
-        for s in go:
-            f = facts.get(s.key)
-            if not f or f.get("kind") not in _PARSE:
-                return None
-            rows += f["rows"]
-            if f["rows"]:
-                ranges.append((_PARSE[f["kind"]](f["lo"]), _PARSE[f["kind"]](f["hi"])))
-        ranges.sort()
-        if any(a[1] >= b[0] for a, b in zip(ranges, ranges[1:])):
-            return None
-    except (TypeError, ValueError, KeyError):  # kinds that do not compare: read the keys
-        return None
-    return rows, (ranges[0][0] if ranges else None), (ranges[-1][1] if ranges else None)
-
-
-def _read_local(paths: list[str], column: str) -> pa.ChunkedArray | None:
-    """`column` of local Parquet files (None beyond SORT_ROWS rows, counted from footers)."""
-    con = duckdb_pool.connect("keys")
-    try:
-        con.execute("SET TimeZone='UTC'")  # timestamps with a zone come back in UTC
-        files = "[" + ", ".join(_lit(p) for p in paths) + "]"
-        if con.execute(f"SELECT count(*) FROM read_parquet({files})").fetchall()[0][0] \
-                > SORT_ROWS:
-            return None
-        return con.sql(f"SELECT {_q(column)} FROM read_parquet({files})").to_arrow_table() \
-            .column(0)
-    finally:
-        con.close()
-
-
-def _read_remote(io, path: str, column: str) -> pa.ChunkedArray:
-    with io.new_input(path).open() as stream:
-        return pq.read_table(stream, columns=[column]).column(0)
-
-
-_PARSE = {"int": int, "date": datetime.date.fromisoformat,
-          "timestamp": datetime.datetime.fromisoformat}
-
-
-def _sorted_unique(io, paths: list[str], column: str) -> tuple[int, object, object] | None:
-    """(rows, min, max) of an integer, date or timestamp `column` over the files when it has
-    no null and no value twice (found by sorting the column as int64, in memory: at most
-    SORT_ROWS rows); None when that is not so or cannot be decided here."""
-    parts, rows = [], 0
-    local = [p[len("file://"):] if p.startswith("file://") else p for p in paths]
-    if paths and not any("://" in p for p in local):
-        found = _read_local(local, column)  # DuckDB reads local files ~2x faster than pyarrow
-        if found is None:
-            return None
-        columns = [found]
-    else:
-        columns = (_read_remote(io, p, column) for p in paths)
-    for col in columns:
-        kind = col.type
-        if not (pa.types.is_integer(kind) or pa.types.is_date(kind)
-                or pa.types.is_timestamp(kind)) or col.null_count:
-            return None
-        rows += len(col)
-        if rows > SORT_ROWS:
-            return None
-        parts.append(col)
-    if not rows:
-        return 0, None, None
-    chunks = [c for col in parts for c in col.chunks if len(c)]
-    bounds = pc.min_max(pa.chunked_array(chunks))
-    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-    as_int = pa.int32() if pa.types.is_date32(chunks[0].type) else pa.int64()
-    ints = [c.cast(as_int) for c in chunks]
-    first = int(bounds["min"].cast(as_int).as_py())
-    span = int(bounds["max"].cast(as_int).as_py()) - first + 1
-    if span <= DENSE_SPAN * rows:  # dense keys (ids): one flag per possible value
-        seen = np.zeros(span, bool)
-        for c in ints:
-            seen[c.to_numpy() - first] = True
-        return (rows, lo, hi) if int(np.count_nonzero(seen)) == rows else None
-    values = np.empty(rows, np.int64)
-    at = 0
-    for c in ints:
-        values[at:at + len(c)] = c.to_numpy()
-        at += len(c)
-    runs = int(np.count_nonzero(values[1:] < values[:-1])) + 1
-    values.sort(kind="stable" if runs <= MERGE_RUNS else "quicksort")
-    if np.any(values[1:] == values[:-1]):
-        return None
-    return rows, lo, hi
 
 
 def _old_rows(con, table: Table, paths: list[str], pk: tuple[str, ...],
