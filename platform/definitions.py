@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+from data_platform import arrow_memory
 from data_platform.assets import build_dataset, extra_sensors
 from data_platform.contracts import load_contracts
 from data_platform.maintenance import build_maintenance
@@ -87,4 +88,5 @@ def build_definitions(env: str = "local", contracts: dict | None = None) -> dg.D
     )
 
 
+arrow_memory.configure()  # every Dagster process of the platform loads this module
 defs = build_definitions(os.environ.get("PLATFORM_ENV", "local"))

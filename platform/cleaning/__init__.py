@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 
+from .. import arrow_memory
 from ..contracts import EXTENSIONS, Column, Contract, contract_type_from_duckdb, normalize_names
 from ..records import LineIndex, feed_hasher, scan_source
 from ..sql import quote_literal as _lit
@@ -51,6 +52,7 @@ from .typed import _clean_typed_cast
 
 __all__ = ["PARQUET_CODEC", "REJECTED_SCHEMA", "CleanError", "CleanResult", "OutputSpec",
            "StagedFile", "_compression", "clean_file", "infer_columns"]
+arrow_memory.configure()  # before the first Arrow buffer of the cleaning and what follows it
 
 
 def infer_columns(path: Path, contract: Contract, scratch: Path) -> tuple[Column, ...]:
