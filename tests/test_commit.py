@@ -309,3 +309,41 @@ def test_new_files_are_described_once_before_the_key_check(data_dir, instance, m
     assert run_ingest(defs, instance, "orders", ["c.csv"]).success
     assert [p for kind, p in calls if kind == "ahead" and "/orders/data/" in p and "c.csv" in p]
     assert q("SELECT count(*) FROM orders")[0][0] == 18
+
+
+def test_a_commit_works_out_its_pending_metadata_once_per_change(data_dir, instance, monkeypatch):
+    """pyiceberg works out a transaction's pending metadata (a deep copy of all of it, every
+    retained snapshot included) at each of its reads; the commit's transaction does it once per
+    change of its updates, and lands the same rows. Unmemoized, the same commit works it out at
+    every read (counted too, so the test shows the difference it guards)."""
+    import data_platform.tables.commit as commit_mod
+    from pyiceberg.table import Transaction
+
+    worked, reads = [], []
+    real, memo = commit_mod.update_table_metadata, commit_mod.MemoTransaction.table_metadata
+
+    def counted(base, updates, *args, **kwargs):
+        worked.append(len(updates))
+        return real(base, updates, *args, **kwargs)
+
+    def read(self):
+        reads.append(1)
+        return memo.fget(self)
+
+    monkeypatch.setattr(commit_mod, "update_table_metadata", counted)
+    monkeypatch.setattr(commit_mod.MemoTransaction, "table_metadata", property(read))
+    defs = build_definitions()
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(10)))
+    assert run_ingest(defs, instance, "orders", ["a.csv"]).success
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(10, 13)))  # replaced: an overwrite
+    worked.clear(), reads.clear()
+    assert run_ingest(defs, instance, "orders", ["a.csv"]).success
+    assert q("SELECT min(order_id), count(*) FROM orders") == [(10, 3)]
+    assert len(reads) >= 10 and len(worked) <= 4, (len(reads), worked)
+    monkeypatch.setattr(commit_mod, "MemoTransaction", Transaction)  # pyiceberg's own
+    write_raw(data_dir, "orders/a.csv", HEADER + rows(range(20, 22)))
+    calls = []
+    monkeypatch.setattr("pyiceberg.table.update_table_metadata",
+                        lambda b, u, *a, **k: calls.append(1) or real(b, u, *a, **k))
+    assert run_ingest(defs, instance, "orders", ["a.csv"]).success
+    assert q("SELECT count(*) FROM orders") == [(2,)] and len(calls) >= 10

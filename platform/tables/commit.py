@@ -28,7 +28,8 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import In
 from pyiceberg.io.pyarrow import parquet_file_to_data_file, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.update import update_table_metadata
 from pyiceberg.types import LongType, StringType
 
 from .schema import SOURCE_KEY, SOURCE_VERSION
@@ -40,6 +41,23 @@ try:  # the SQL catalog's SQLite file is locked for a moment while another proce
 except ImportError:  # pragma: no cover - the Glue catalog does not need sqlalchemy
     _Busy = CommitFailedException
 RETRYABLE = (CommitFailedException, _Busy)
+
+
+class MemoTransaction(Transaction):
+    """pyiceberg's transaction, with its pending metadata worked out once per change of its
+    updates. pyiceberg works it out at every read (~17 in one commit), each a deep copy of the
+    whole metadata with every retained snapshot: 0.1 ms with 1 snapshot, 5.5 ms with 1,000,
+    135 ms with 10,000 (a day of commits a minute is 1,440). The metadata models are frozen
+    and pyiceberg changes them only by copying, so the readers may share one copy."""
+
+    _memo: tuple | None = None
+
+    @property
+    def table_metadata(self):
+        base, updates, memo = self._table.metadata, self._updates, self._memo
+        if memo is None or memo[0] is not base or memo[1] is not updates:
+            memo = self._memo = (base, updates, update_table_metadata(base, updates))
+        return memo[2]
 
 
 @dataclasses.dataclass
@@ -219,7 +237,7 @@ def _commit_once(table: Table, go: list[StagedVersion], replace: set[str], exist
         return None  # e.g. a new file whose every row was rejected: no data snapshot
     props = {**properties, "platform.keys": str(len(go)), "platform.removed-keys":
              str(len(replace - {s.key for s in go}))}
-    txn = table.transaction()
+    txn = MemoTransaction(table)
     if remove:
         with txn.update_snapshot(snapshot_properties=props).overwrite() as op:
             for f in remove:
