@@ -185,8 +185,8 @@ def _duckdb_parquet(path, sql):
 @pytest.mark.parametrize("case", sorted(STREAMED))
 def test_streamed_keys_decide_as_the_whole_column_does(tmp_path, monkeypatch, case):
     """Staged keys streamed from DuckDB in batches, the flags' range from the footers, give the
-    answer (rows, smallest, largest, or None) of the column read whole, for every kind of key
-    and in two files that meet or not."""
+    answer (rows, smallest, largest, or None) of the column read whole, for every kind of key;
+    the footers give the range for every integer-stored kind."""
     from data_platform.assets import key_facts as kf
 
     path = _duckdb_parquet(tmp_path / "k.parquet", STREAMED[case])

@@ -222,10 +222,8 @@ def test_a_run_makes_its_databases_while_the_engine_cleans(data_dir, instance, m
         return real_connect(*args, **kwargs)
 
     def clean_file(*args, **kwargs):
-        time_to_prepare = threading.Event()
-        reads._FACTS.submit(time_to_prepare.set)  # noqa: SLF001 - queued behind the prepare
-        reads._PROFILES.submit(lambda: None).result(10)  # noqa: SLF001
-        time_to_prepare.wait(10)
+        for pool in (reads._FACTS, reads._PROFILES):  # noqa: SLF001 - queued behind the prepare
+            pool.submit(lambda: None).result(10)
         cleaning.set()
         return real_clean(*args, **kwargs)
 
